@@ -1,0 +1,1 @@
+"""Coreset selectors (one module per selector, auto-registered by ``load_plugins``)."""

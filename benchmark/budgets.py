@@ -1,0 +1,79 @@
+"""Named compute budgets. The budget is part of every cell's identity and result row, so a
+reduced-budget number can never be mistaken for a paper-budget one."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from .errors import ConfigError
+from .registry import Registry
+
+
+class Budget(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    eval_epochs: int | None = None  # None: the protocol's epochs
+    eval_max_steps: int | None = None  # hard cap on optimizer steps per evaluation network
+    num_exp: int | None = None  # cap on synthetic sets per cell (None: the grid's)
+    num_eval: int | None = None  # cap on evaluation networks per set (None: the grid's)
+    distill_iterations: int | None = None  # cap on distillation iterations (None: the preset's)
+    selector_epochs: int | None = None  # cap on proxy-training epochs of coreset selectors
+    full_epochs: int = 300  # epochs for the whole-training-set reference row
+    full_min_steps: int = 0  # ...raised so that at least this many optimizer steps are taken
+    full_max_steps: int | None = None
+
+    def full_epochs_for(self, n_train: int, batch_size: int) -> int:
+        steps_per_epoch = -(-n_train // batch_size)
+        return max(self.full_epochs, -(-self.full_min_steps // steps_per_epoch))
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    def iterations(self, preset_value: int) -> int:
+        return preset_value if self.distill_iterations is None else min(preset_value, self.distill_iterations)
+
+    def cap(self, field: str, grid_value: int) -> int:
+        v = getattr(self, field)
+        return grid_value if v is None else min(grid_value, v)
+
+
+BUDGETS: Registry[Budget] = Registry("budget")
+
+
+def register_budget(b: Budget) -> Budget:
+    BUDGETS.add(b.name, b)
+    return b
+
+
+register_budget(Budget(
+    name="paper",
+    description="the preset's official iterations, epochs and counts; full-data reference 300 epochs (IDC's full-data default)",
+))
+register_budget(Budget(
+    name="cpu",
+    description="minutes per cell on 2 CPU cores: eval epochs 300, <=2 sets x <=3 nets, distillation <=1000 iterations, "
+                "selectors <=5 proxy epochs, full-data reference 1 epoch (at least 200 steps)",
+    eval_epochs=300, num_exp=2, num_eval=3, distill_iterations=1000, selector_epochs=5, full_epochs=1,
+    full_min_steps=200,
+))
+register_budget(Budget(
+    name="smoke",
+    description="seconds per cell, for tests: eval 5 epochs (<=20 steps), 1 set x 1 net, 2 iterations, 1 proxy epoch, "
+                "full-data reference 20 steps",
+    eval_epochs=5, eval_max_steps=20, num_exp=1, num_eval=1, distill_iterations=2, selector_epochs=1, full_epochs=1,
+    full_max_steps=20,
+))
+
+
+def resolve_budget(name: str, overrides: dict | None = None) -> Budget:
+    base = BUDGETS.get(name)
+    if not overrides:
+        return base
+    try:
+        tag = ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+        return Budget.model_validate({**base.model_dump(), **overrides, "name": f"{base.name}[{tag}]"})
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(f"budget overrides {overrides}: {e}") from None

@@ -1,0 +1,328 @@
+"""The ``dbench`` command line: a thin Typer shell over the library.
+
+User errors (unknown names, malformed YAML, missing data, bad files) print one line and
+exit with code 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="dbench", help="Benchmark harness and leaderboard for dataset distillation.",
+    pretty_exceptions_show_locals=False, no_args_is_help=True, add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+# ------------------------------------------------------------ shared option types
+GridOpt = Annotated[Path, typer.Option("--grid", "-g", help="Grid YAML (e.g. tables/quickstart.yaml).")]
+OptGridOpt = Annotated[Optional[Path], typer.Option("--grid", "-g", help="Restrict to this grid's cells (default: whole store).")]
+BudgetOpt = Annotated[Optional[str], typer.Option("--budget", "-b", help="Override the grid's budget: paper, cpu or smoke.")]
+OnlyOpt = Annotated[Optional[list[str]], typer.Option("--only", help="KEY=V1,V2 filter (repeatable): method, dataset, ipc, arch, arch_eval, preset, exp.")]
+DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Folder with dataset files (or set DBENCH_DATA_DIR).")]
+ResultsOpt = Annotated[Optional[Path], typer.Option("--results-dir", help="Results store (default results/store, or DBENCH_RESULTS_DIR).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
+
+
+def _user_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        debug = kwargs.get("debug", False) or os.environ.get("DBENCH_DEBUG") == "1"
+        from .errors import DbenchError
+
+        try:
+            return fn(*args, **kwargs)
+        except DbenchError as e:
+            if debug:
+                raise
+            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]: finished cells and models are saved; rerun the same command to resume.")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _print_frame(df, title: str | None = None) -> None:
+    from rich.table import Table
+
+    t = Table(title=title, show_lines=False)
+    for c in df.columns:
+        t.add_column(str(c))
+    for row in df.itertuples(index=False):
+        t.add_row(*[str(v) for v in row])
+    console.print(t)
+
+
+# ------------------------------------------------------------------------- run
+
+
+@app.command()
+@_user_errors
+def run(
+    grid: GridOpt,
+    budget: BudgetOpt = None,
+    only: OnlyOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells and exit.")] = False,
+    data_dir: DataDirOpt = None,
+    results_dir: ResultsOpt = None,
+    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: sqlite in the results dir).")] = None,
+    no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="Do not log to MLflow.")] = False,
+    device: DeviceOpt = "auto",
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing cell.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Run every cell of a grid (skipping finished ones) and print the leaderboard."""
+    from .data import DataSource
+    from .grid import expand, load_grid, parse_only
+    from .progress import RichProgress
+    from .runner import RunOptions, run_cells
+    from .store import ResultStore
+    from .tables import leaderboard, pivot
+    from .tracking import make_tracker
+
+    spec = load_grid(grid)
+    cells = expand(spec, budget=budget, only=parse_only(only))
+    store = ResultStore(results_dir)
+    if dry_run:
+        import pandas as pd
+
+        df = pd.DataFrame([{"key": c.key, "hash": c.hash, "synset": c.synset_hash, "models": c.num_eval,
+                            "status": "done" if store.is_finished(c.hash, c.num_eval) else "todo"} for c in cells])
+        _print_frame(df, f"{spec.name}: {len(cells)} cells") if len(df) else console.print("no cells match")
+        return
+    if not cells:
+        console.print("[yellow]no cells match the grid and --only filters[/]")
+        return
+    tracker = make_tracker(tracking_uri, store.root, enabled=not no_mlflow)
+    opts = RunOptions(device=device, data=DataSource.from_env(data_dir), fail_fast=fail_fast)
+    console.print(f"[bold]{spec.name}[/]: {len(cells)} cells, budget [cyan]{cells[0].budget.name}[/], "
+                  f"preset [cyan]{cells[0].preset}[/], results in {store.root}, MLflow {tracker.uri}")
+    with RichProgress(console) as progress:
+        def report(o):
+            if o.status == "failed":
+                progress.log(f"[red]failed[/] {o.cell.key}: {o.error}")
+            else:
+                progress.log(f"[green]{o.status}[/] {o.cell.key}: {o.acc_mean:.2f} ± {o.acc_std:.2f} (n={o.n})")
+
+        outcomes = run_cells(cells, store, tracker, opts, progress, on_outcome=report)
+    rows = list(store.iter_rows({c.hash for c in cells}))
+    board = leaderboard(_select_rows(rows, cells))
+    _print_frame(pivot(board), f"{spec.name} leaderboard (test accuracy %, mean ± std over n models)")
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        err_console.print(f"[red]{len(failed)} cell(s) failed[/]; details in {store.root / 'failures'}. Rerun to retry them.")
+        raise typer.Exit(1)
+
+
+def _select_rows(rows: list[dict], cells) -> list[dict]:
+    """Rows of exactly these cells, limited to each cell's num_eval models."""
+    n = {c.hash: c.num_eval for c in cells}
+    return [r for r in rows if r["cell_hash"] in n and r["model_index"] < n[r["cell_hash"]]]
+
+
+@app.command()
+@_user_errors
+def validate(grid: Annotated[Path, typer.Argument(help="Grid YAML.")], budget: BudgetOpt = None, debug: DebugOpt = False) -> None:
+    """Check a grid (names, fields, presets) and print its cell count."""
+    from .grid import expand, load_grid
+
+    cells = expand(load_grid(grid), budget=budget)
+    console.print(f"{grid}: ok, {len(cells)} cells")
+
+
+# ----------------------------------------------------------------------- table
+
+
+@app.command()
+@_user_errors
+def table(
+    grid: OptGridOpt = None,
+    budget: BudgetOpt = None,
+    only: OnlyOpt = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="md, latex or csv (tidy).")] = "md",
+    out: Annotated[Optional[Path], typer.Option("--out", help="Also write <name>.md/.tex/.csv into this folder.")] = None,
+    results_dir: ResultsOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Regenerate the leaderboard from saved results (nothing is rerun)."""
+    from .grid import _matches, expand, load_grid, parse_only
+    from .store import ResultStore, atomic_write_text
+    from .tables import leaderboard, render
+
+    store = ResultStore(results_dir)
+    filt = parse_only(only)
+    if grid is not None:
+        spec = load_grid(grid)
+        cells = expand(spec, budget=budget, only=filt)
+        rows = _select_rows(list(store.iter_rows({c.hash for c in cells})), cells)
+        name = spec.name
+    else:
+        rows = [r for r in store.iter_rows() if _row_matches(r, filt)]
+        name = "all"
+    board = leaderboard(rows)
+    text = render(board, fmt)
+    if out is not None:
+        for f, ext in (("md", "md"), ("latex", "tex"), ("csv", "csv")):
+            atomic_write_text(out / f"{name}.{ext}", render(board, f) + "\n")
+        err_console.print(f"wrote {out}/{name}.md, .tex, .csv")
+    if fmt == "csv":
+        sys.stdout.write(text)
+    else:
+        print(text)
+
+
+def _row_matches(row: dict, filt: dict[str, set[str]]) -> bool:
+    vals = {"method": {row["method"], row.get("method_name", "")}, "dataset": {row["dataset"]}, "ipc": {str(row["ipc"])},
+            "arch": {row["arch_distill"]}, "arch_eval": {row["arch"]}, "preset": {row["preset"]}, "exp": {str(row["exp"])}}
+    return all(vals[k] & v for k, v in filt.items())
+
+
+# ------------------------------------------------------------------------ list
+
+
+@app.command("list")
+@_user_errors
+def list_(
+    kind: Annotated[str, typer.Argument(help="methods, selectors, datasets, archs, presets or budgets")],
+    pattern: Annotated[str, typer.Argument(help="fnmatch pattern")] = "*",
+    debug: DebugOpt = False,
+) -> None:
+    """Show what exists, with one-line descriptions."""
+    import fnmatch
+
+    import pandas as pd
+
+    from .errors import UnknownNameError
+
+    rows: list[dict] = []
+    if kind in ("methods", "selectors"):
+        from .api import METHODS
+        from .registry import load_plugins
+
+        load_plugins()
+        for k, cls in METHODS.items():
+            if kind == "selectors" and cls.kind != "select":
+                continue
+            presets = ", ".join(p for p in cls.PRESETS if p != "default") or "-"
+            rows.append({"name": k, "kind": cls.kind, "presets": presets, "description": cls.description})
+    elif kind == "datasets":
+        from .data import DATASETS
+
+        for k, e in DATASETS.items():
+            i = e.info
+            rows.append({"name": k, "classes": i.num_classes, "shape": f"{i.channels}x{i.im_size[0]}x{i.im_size[1]}",
+                         "mean": ", ".join(f"{v:.4f}" for v in i.mean), "std": ", ".join(f"{v:.4f}" for v in i.std),
+                         "description": i.description})
+    elif kind == "archs":
+        from .models import ARCHS
+
+        for k, a in ARCHS.items():
+            rows.append({"name": k, "display": a.display_name, "description": a.description})
+        rows.append({"name": "timm:<name>", "display": "-", "description": "any timm model (pip install 'dbench[timm]')"})
+    elif kind == "presets":
+        from .evaluate import PROFILES
+
+        for k, p in PROFILES.items():
+            rows.append({"name": k, "epochs": p.epochs, "batch": p.batch_size, "aug": p.aug, "description": p.description})
+    elif kind == "budgets":
+        from .budgets import BUDGETS
+
+        for k, b in BUDGETS.items():
+            rows.append({"name": k, "description": b.description})
+    else:
+        raise UnknownNameError("kind", kind, ["methods", "selectors", "datasets", "archs", "presets", "budgets"])
+    rows = [r for r in rows if fnmatch.fnmatch(r["name"], pattern)]
+    _print_frame(pd.DataFrame(rows), kind)
+
+
+# ------------------------------------------------------------------ show / eval
+
+
+@app.command()
+@_user_errors
+def show(
+    file: Annotated[Path, typer.Argument(help="A synthetic set (.safetensors from dbench, or .pt with --dataset).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="PNG path (default: next to the file).")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Needed for .pt files.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Write a PNG grid of a synthetic set (one row per class, denormalised)."""
+    from .data import get_info
+    from .runner import save_png
+    from .synset import SyntheticSet
+
+    s = SyntheticSet.load(file, get_info(dataset) if dataset else None)
+    path = save_png(s, out or file.with_suffix(".png"))
+    console.print(f"wrote {path} ({len(s)} images, {s.dataset}, per class {s.per_class()})")
+
+
+@app.command("eval")
+@_user_errors
+def eval_(
+    file: Annotated[Path, typer.Argument(help="A synthetic set (.safetensors or .pt).")],
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset the set was distilled from.")],
+    arch: Annotated[str, typer.Option("--arch", help="Evaluation architecture.")] = "ConvNet",
+    preset: Annotated[str, typer.Option("--preset", help="Evaluation protocol preset.")] = "dsa",
+    budget: Annotated[str, typer.Option("--budget", "-b", help="paper, cpu or smoke.")] = "paper",
+    num_eval: Annotated[int, typer.Option("--num-eval", help="Networks to train.")] = 5,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16.")] = "fp32",
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+    debug: DebugOpt = False,
+) -> None:
+    """Evaluate an existing synthetic set under a named protocol."""
+    from .budgets import resolve_budget
+    from .data import DataSource, get_info, load_dataset
+    from .evaluate import TensorSource, TrainSettings, evaluate, get_protocol, model_seeds
+    from .errors import ConfigError
+    from .models import canonical_arch
+    from .progress import RichProgress
+    from .runtime import select_device
+    from .synset import SyntheticSet
+
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ConfigError(f"--precision {precision}: use fp32, bf16 or fp16.")
+    info = get_info(dataset)
+    arch = canonical_arch(arch)
+    proto = get_protocol(preset).resolve(info, arch)
+    b = resolve_budget(budget)
+    s = SyntheticSet.load(file, info)
+    if s.dataset and s.dataset != info.name:
+        raise ConfigError(f"{file} was made from '{s.dataset}', not '{info.name}'; pass --dataset {s.dataset}.")
+    if b.eval_epochs is not None:
+        proto = proto.model_copy(update={"epochs": min(proto.epochs, b.eval_epochs)})
+    n = b.cap("num_eval", num_eval)
+    src = DataSource.from_env(data_dir)
+    test = load_dataset(info.name, False, src)
+    dev = select_device(device)
+    x, y = s.training_tensors()
+    settings = TrainSettings(device=dev, precision=precision, max_steps=b.eval_max_steps)  # type: ignore[arg-type]
+    with RichProgress(console) as progress:
+        res = evaluate(TensorSource(x, y).to(dev), proto, arch, info, test, model_seeds(seed, arch, n), settings, progress)
+    import statistics
+
+    accs = [r.test_acc for r in res]
+    std = statistics.pstdev(accs) if len(accs) > 1 else 0.0
+    console.print(f"{file.name}: {len(x)} training images, {arch}, preset {preset}, budget {b.name}: "
+                  f"[bold]{statistics.mean(accs):.2f} ± {std:.2f}[/] (n={len(accs)}; per model: "
+                  + ", ".join(f"{a:.2f}" for a in accs) + ")")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

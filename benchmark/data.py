@@ -1,0 +1,533 @@
+"""Datasets: a registry of canonical facts (channels, size, classes, mean/std) and loaders.
+
+Real data is held once, as uint8 ``[N, C, H, W]`` with per-class index lists, and is
+normalised per batch (:meth:`RealData.batch`), so memory stays at the raw size.
+
+Where a dataset comes from, in order:
+
+1. a data directory (``--data-dir`` / ``DBENCH_DATA_DIR``) holding either the ``.npz``
+   layout of dbench's shared data (``mnist.npz``, ``cifar10_train_part{0..4}.npz`` …) or
+   torchvision's on-disk layouts (``MNIST/raw``, ``cifar-10-batches-py``,
+   ``cifar-100-python``, ``train_32x32.mat``, ``tiny-imagenet-200`` …);
+2. Debian's ``dataset-fashion-mnist`` package (``/usr/share/datasets/fashion-mnist``);
+3. torchvision's downloader, when online (into the data directory or the user cache);
+4. scikit-learn's bundled ``digits`` (the embedded offline default).
+
+Any ``.npz`` (``npz:/path/file.npz``) or ImageFolder tree (``folder:/path`` with
+``train/`` and ``test/``) can be used as a dataset too.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pickle
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DataNotFoundError, DbenchError
+from .registry import Registry
+
+DSA_DEFAULT = "color_crop_cutout_flip_scale_rotate"
+DSA_DIGITS = "color_crop_cutout_scale_rotate"  # no flips on digit datasets
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    display_name: str  # spelling used in reference_results.csv
+    num_classes: int
+    channels: int
+    im_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    description: str
+    dsa_strategy: str = DSA_DEFAULT
+    classes: tuple[str, ...] = ()
+    is_digits: bool = False  # digit datasets: no flips, DC-aug on MNIST
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "channels": self.channels,
+            "im_size": list(self.im_size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+
+Loader = Callable[["DataSource", bool], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    info: DatasetInfo
+    loader: Loader  # (source, train) -> (uint8 images [N,C,H,W] or [N,H,W], int labels [N])
+
+
+DATASETS: Registry[DatasetEntry] = Registry("dataset")
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where to look for files, and whether downloading is allowed."""
+
+    data_dir: Path | None = None
+    download: bool = True
+
+    @classmethod
+    def from_env(cls, data_dir: str | os.PathLike | None = None, download: bool | None = None) -> DataSource:
+        d = data_dir or os.environ.get("DBENCH_DATA_DIR") or None
+        if download is None:
+            download = os.environ.get("DBENCH_NO_DOWNLOAD", "") not in ("1", "true", "yes")
+        return cls(Path(d).expanduser() if d else None, download)
+
+    def roots(self) -> list[Path]:
+        out = [self.data_dir] if self.data_dir else []
+        return out + [Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dbench" / "data"]
+
+    def download_root(self) -> Path:
+        return self.roots()[0]
+
+
+def register_dataset(info: DatasetInfo):
+    def deco(loader: Loader) -> Loader:
+        DATASETS.add(info.name, DatasetEntry(info, loader))
+        return loader
+
+    return deco
+
+
+# --------------------------------------------------------------------------- real data
+
+
+class RealData:
+    """A class-indexed uint8 image set; batches are normalised on the way out."""
+
+    def __init__(self, info: DatasetInfo, images: torch.Tensor, labels: torch.Tensor, split: str):
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise DbenchError(f"{info.name}: expected uint8 [N,C,H,W] images, got {images.dtype} {tuple(images.shape)}")
+        self.info, self.images, self.labels, self.split = info, images, labels.long(), split
+        order = torch.argsort(self.labels, stable=True)
+        counts = torch.bincount(self.labels, minlength=info.num_classes).tolist()
+        self.class_indices: list[torch.Tensor] = list(torch.split(order, counts))
+        self._mean = torch.tensor(info.mean).view(1, -1, 1, 1)
+        self._std = torch.tensor(info.std).view(1, -1, 1, 1)
+
+    def __len__(self) -> int:
+        return self.labels.numel()
+
+    @property
+    def num_classes(self) -> int:
+        return self.info.num_classes
+
+    def normalize(self, x: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+        """uint8 -> float normalised with the dataset's canonical mean/std."""
+        device = device or x.device
+        x = x.to(device, non_blocking=True).float().div_(255.0)
+        return x.sub_(self._mean.to(device)).div_(self._std.to(device))
+
+    def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        return self.normalize(self.images[idx], device), self.labels[idx].to(device)
+
+    def images_of(self, c: int, n: int, generator: torch.Generator, device="cpu") -> torch.Tensor:
+        """DC-style class sampler: a random permutation of class c, first n (whole class if n is larger)."""
+        idx = self.class_indices[c]
+        pick = idx[torch.randperm(idx.numel(), generator=generator)[:n]]
+        return self.normalize(self.images[pick], device)
+
+    def iter_batches(
+        self, batch_size: int, device="cpu", generator: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.arange(len(self)) if generator is None else torch.randperm(len(self), generator=generator)
+        for s in range(0, len(self), batch_size):
+            yield self.batch(order[s : s + batch_size], device)
+
+    def subset(self, indices: torch.Tensor) -> RealSubset:
+        return RealSubset(self, indices)
+
+    def nbytes(self) -> int:
+        return self.images.numel() * self.images.element_size()
+
+
+class RealSubset:
+    """A training source that is a subset (or all) of a RealData; nothing is copied."""
+
+    def __init__(self, real: RealData, indices: torch.Tensor | None = None):
+        self.real = real
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.real) if self.indices is None else self.indices.numel()
+
+    def batch(self, idx: torch.Tensor, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        return self.real.batch(idx if self.indices is None else self.indices[idx], device)
+
+
+# ------------------------------------------------------------------------ loading API
+
+
+@lru_cache(maxsize=8)
+def _load_cached(name: str, train: bool, source: DataSource) -> RealData:
+    entry = get_dataset_entry(name)
+    x, y = entry.loader(source, train)
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.transpose(0, 3, 1, 2)
+    info = entry.info
+    if x.shape[1:] != (info.channels, *info.im_size):
+        raise DbenchError(
+            f"{name}: loaded images have shape {x.shape[1:]}, expected "
+            f"{(info.channels, *info.im_size)}. Check the files in the data directory."
+        )
+    images = torch.from_numpy(np.ascontiguousarray(x, dtype=np.uint8))
+    labels = torch.from_numpy(np.asarray(y).astype(np.int64).reshape(-1))
+    if labels.numel() != images.shape[0]:
+        raise DbenchError(f"{name}: {images.shape[0]} images but {labels.numel()} labels.")
+    return RealData(info, images, labels, "train" if train else "test")
+
+
+def load_dataset(name: str, train: bool = True, source: DataSource | None = None) -> RealData:
+    """Load a registered dataset (or ``npz:PATH`` / ``folder:PATH``) split as RealData."""
+    return _load_cached(name, train, source or DataSource.from_env())
+
+
+def get_dataset_entry(name: str) -> DatasetEntry:
+    if name.startswith(("npz:", "folder:")):
+        return _custom_entry(name)
+    return DATASETS.get(name)
+
+
+def get_info(name: str) -> DatasetInfo:
+    return get_dataset_entry(name).info
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def npz_content_sha256(path: Path) -> str:
+    """sha256 over arrays in sorted-key order: key + dtype + shape + raw C-order bytes."""
+    h = hashlib.sha256()
+    with np.load(path) as z:
+        for k in sorted(z.files):
+            a = np.ascontiguousarray(z[k])
+            h.update(k.encode())
+            h.update(str(a.dtype).encode())
+            h.update(str(a.shape).encode())
+            h.update(a.tobytes())
+    return h.hexdigest()
+
+
+# content hashes of the shared .npz files (see ../shared/data/PROVENANCE.md)
+KNOWN_NPZ = {
+    "mnist.npz": "9da677e8c284b1807785ea4e9cd36a5e13aab7f5543d6004689cd269718cf799",
+    "fashion_mnist.npz": "e112e911fbcb42322146775aebdaecdc81b66d6035a4c4b9be191105b81bea89",
+    "cifar10_train_part0.npz": "a48316d48d88460c22400489e04849efb306e07c47355f9dc993c67a7c5f309e",
+    "cifar10_train_part1.npz": "ea47b84724347725e5149037841f2f8616a73c9be509713de57369f1218fa210",
+    "cifar10_train_part2.npz": "d0bdd46857156993f6ce413456303bcac2790849373b40e74ece8972c77b5ee7",
+    "cifar10_train_part3.npz": "238723d43d273b76ab8e7a08119b6a4f203946722c378cd2edad6cfc9ee7ff08",
+    "cifar10_train_part4.npz": "eb2870022472d4cc17e646f3de3a89fd8194cce03c8fdf4bb23b029df01385a7",
+    "cifar10_test.npz": "8bf1f29aeda07cd5149f8f73485a3e44b90cd42615e80791f0bcaeef04f1c7b4",
+}
+
+
+def _read_npz(path: Path, keys: tuple[str, str], verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    if verify and path.name in KNOWN_NPZ and os.environ.get("DBENCH_VERIFY_DATA", "1") != "0":
+        if _npz_hash_cached(str(path), path.stat().st_mtime_ns, path.stat().st_size) != KNOWN_NPZ[path.name]:
+            raise DataNotFoundError(
+                f"{path}: content checksum mismatch (corrupt or modified file). Replace it with a fresh copy."
+            )
+    try:
+        with np.load(path) as z:
+            return z[keys[0]], z[keys[1]]
+    except (KeyError, ValueError, OSError) as e:
+        raise DataNotFoundError(f"{path}: unreadable .npz or missing arrays {keys} ({e}).") from None
+
+
+@lru_cache(maxsize=32)
+def _npz_hash_cached(path: str, mtime: int, size: int) -> str:
+    return npz_content_sha256(Path(path))
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (MNIST format), plain or gzip'd."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise DataNotFoundError(f"{path}: not a uint8 IDX file.")
+    dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        if (folder / name).exists():
+            return folder / name
+    return None
+
+
+def _read_mnist_dir(folder: Path, train: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    pre = "train" if train else "t10k"
+    xi, yi = _find_idx(folder, f"{pre}-images-idx3-ubyte"), _find_idx(folder, f"{pre}-labels-idx1-ubyte")
+    if xi is None or yi is None:
+        return None
+    return read_idx(xi), read_idx(yi)
+
+
+def _read_cifar_pickles(files: list[Path], label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for f in files:
+        with open(f, "rb") as fh:
+            d = pickle.load(fh, encoding="bytes")  # noqa: S301 - the CIFAR python format is a pickle
+        xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(d[label_key]))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _missing(name: str, source: DataSource, expected: str) -> DataNotFoundError:
+    where = f"DBENCH_DATA_DIR={source.data_dir}" if source.data_dir else "no data directory set"
+    return DataNotFoundError(
+        f"dataset '{name}' not found ({where}; download {'failed' if source.download else 'disabled'}). "
+        f"Put {expected} in a folder and pass --data-dir (or set DBENCH_DATA_DIR)."
+    )
+
+
+def _tv_download(cls_name: str, root: Path, **kw) -> None:
+    import torchvision.datasets as tvd
+
+    root.mkdir(parents=True, exist_ok=True)
+    getattr(tvd, cls_name)(str(root), download=True, **kw)
+
+
+def _try_download(source: DataSource, cls_name: str, **kw) -> bool:
+    if not source.download:
+        return False
+    try:
+        _tv_download(cls_name, source.download_root(), **kw)
+        return True
+    except Exception:  # noqa: BLE001 - offline, DNS, HTTP errors: fall through to the clear error
+        return False
+
+
+def _mnist_like(name: str, npz: str, tv_cls: str, debian: Path | None):
+    def load(source: DataSource, train: bool):
+        split = "train" if train else "test"
+        for root in source.roots():
+            if (root / npz).exists():
+                return _read_npz(root / npz, (f"x_{split}", f"y_{split}"))
+            for sub in (root / tv_cls / "raw", root / tv_cls, root):
+                got = _read_mnist_dir(sub, train)
+                if got is not None:
+                    return got
+        if debian is not None and (got := _read_mnist_dir(debian, train)) is not None:
+            return got
+        if _try_download(source, tv_cls, train=train):
+            got = _read_mnist_dir(source.download_root() / tv_cls / "raw", train)
+            if got is not None:
+                return got
+        raise _missing(name, source, f"{npz} (or torchvision's {tv_cls}/raw IDX files)")
+
+    return load
+
+
+def _cifar_like(name: str, npz_prefix: str, folder: str, tv_cls: str, label_key: bytes, train_files, test_files):
+    def load(source: DataSource, train: bool):
+        for root in source.roots():
+            if train and (root / f"{npz_prefix}_train_part0.npz").exists():
+                parts = sorted(root.glob(f"{npz_prefix}_train_part*.npz"), key=lambda p: int(p.stem.rsplit("part", 1)[1]))
+                arrs = [_read_npz(p, ("x_train", "y_train")) for p in parts]
+                return np.concatenate([a for a, _ in arrs]), np.concatenate([b for _, b in arrs])
+            if not train and (root / f"{npz_prefix}_test.npz").exists():
+                return _read_npz(root / f"{npz_prefix}_test.npz", ("x_test", "y_test"))
+            if (root / f"{npz_prefix}.npz").exists():
+                s = "train" if train else "test"
+                return _read_npz(root / f"{npz_prefix}.npz", (f"x_{s}", f"y_{s}"))
+            d = root / folder
+            files = [d / f for f in (train_files if train else test_files)]
+            if all(f.exists() for f in files):
+                return _read_cifar_pickles(files, label_key)
+        if _try_download(source, tv_cls, train=train):
+            return _read_cifar_pickles(
+                [source.download_root() / folder / f for f in (train_files if train else test_files)], label_key
+            )
+        raise _missing(name, source, f"{npz_prefix}_*.npz or torchvision's {folder}/")
+
+    return load
+
+
+def _svhn(source: DataSource, train: bool):
+    from scipy.io import loadmat
+
+    fname = "train_32x32.mat" if train else "test_32x32.mat"
+    for root in source.roots():
+        if (root / "svhn.npz").exists():
+            s = "train" if train else "test"
+            return _read_npz(root / "svhn.npz", (f"x_{s}", f"y_{s}"))
+        for d in (root, root / "svhn", root / "SVHN"):
+            if (d / fname).exists():
+                m = loadmat(d / fname)
+                x = np.transpose(m["X"], (3, 2, 0, 1))  # (32,32,3,N) -> (N,3,32,32)
+                y = m["y"].reshape(-1).astype(np.int64)
+                y[y == 10] = 0  # SVHN stores digit 0 as label 10
+                return x, y
+    if _try_download(source, "SVHN", split="train" if train else "test"):
+        return _svhn(DataSource(source.download_root(), download=False), train)
+    raise _missing("svhn", source, f"{fname} (torchvision's SVHN layout) or svhn.npz")
+
+
+def read_tinyimagenet(folder: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Standard ``tiny-imagenet-200`` layout: wnids.txt, train/<wnid>/images/*.JPEG,
+    val/images/*.JPEG + val/val_annotations.txt (the val split is the test split)."""
+    from PIL import Image
+
+    wnids = [w.strip() for w in (folder / "wnids.txt").read_text().split() if w.strip()]
+    index = {w: i for i, w in enumerate(wnids)}
+    paths, labels = [], []
+    if train:
+        for w in wnids:
+            for p in sorted((folder / "train" / w / "images").glob("*.JPEG")):
+                paths.append(p)
+                labels.append(index[w])
+    else:
+        for line in (folder / "val" / "val_annotations.txt").read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 2:
+                paths.append(folder / "val" / "images" / parts[0])
+                labels.append(index[parts[1]])
+    x = np.stack([np.asarray(Image.open(p).convert("RGB").resize((64, 64))) for p in paths])
+    return x, np.asarray(labels)
+
+
+def _tinyimagenet(source: DataSource, train: bool):
+    for root in source.roots():
+        if (root / "tinyimagenet.npz").exists():
+            s = "train" if train else "test"
+            return _read_npz(root / "tinyimagenet.npz", (f"x_{s}", f"y_{s}"))
+        for d in (root / "tiny-imagenet-200", root):
+            if (d / "wnids.txt").exists():
+                return read_tinyimagenet(d, train)
+    raise _missing("tinyimagenet", source, "the tiny-imagenet-200/ folder (wnids.txt, train/, val/)")
+
+
+def _digits(source: DataSource, train: bool):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)
+    y = d.target
+    # fixed, documented split: every 4th sample of each class (in file order) is test
+    test_mask = np.zeros(len(y), dtype=bool)
+    for c in range(10):
+        idx = np.flatnonzero(y == c)
+        test_mask[idx[::4]] = True
+    keep = ~test_mask if train else test_mask
+    return x[keep], y[keep]
+
+
+# ---------------------------------------------------------------------- registrations
+
+_MNIST_CLASSES = tuple(str(i) for i in range(10))
+
+register_dataset(
+    DatasetInfo("mnist", "MNIST", 10, 1, (28, 28), (0.1307,), (0.3081,), "MNIST handwritten digits, 60k/10k, 28x28 grey",
+                DSA_DIGITS, _MNIST_CLASSES, is_digits=True)
+)(_mnist_like("mnist", "mnist.npz", "MNIST", None))
+
+register_dataset(
+    DatasetInfo("fashion_mnist", "FashionMNIST", 10, 1, (28, 28), (0.2861,), (0.3530,),
+                "Fashion-MNIST (Zalando), 60k/10k, 28x28 grey",
+                DSA_DEFAULT, ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"))
+)(_mnist_like("fashion_mnist", "fashion_mnist.npz", "FashionMNIST", Path("/usr/share/datasets/fashion-mnist")))
+
+_CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+register_dataset(
+    DatasetInfo("cifar10", "CIFAR-10", 10, 3, (32, 32), (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010),
+                "CIFAR-10, 50k/10k, 32x32 colour (DC-lineage std constants)", DSA_DEFAULT, _CIFAR10_CLASSES)
+)(_cifar_like("cifar10", "cifar10", "cifar-10-batches-py", "CIFAR10", b"labels",
+              [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]))
+
+register_dataset(
+    DatasetInfo("cifar100", "CIFAR-100", 100, 3, (32, 32), (0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762),
+                "CIFAR-100, 50k/10k, 32x32 colour (its own stats, not CIFAR-10's)")
+)(_cifar_like("cifar100", "cifar100", "cifar-100-python", "CIFAR100", b"fine_labels", ["train"], ["test"]))
+
+register_dataset(
+    DatasetInfo("svhn", "SVHN", 10, 3, (32, 32), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
+                "SVHN street-view digits, 73k/26k, 32x32 colour", DSA_DIGITS, _MNIST_CLASSES, is_digits=True)
+)(_svhn)
+
+register_dataset(
+    DatasetInfo("tinyimagenet", "TinyImageNet", 200, 3, (64, 64), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
+                "TinyImageNet-200, 100k/10k (val), 64x64 colour")
+)(_tinyimagenet)
+
+register_dataset(
+    DatasetInfo("digits", "Digits", 10, 1, (8, 8), (0.3057,), (0.3762,),
+                "scikit-learn's bundled UCI digits, 1343/454 fixed split, 8x8 grey (offline default)",
+                DSA_DIGITS, _MNIST_CLASSES, is_digits=True)
+)(_digits)
+
+
+# ------------------------------------------------------------- user-pointed datasets
+
+
+@lru_cache(maxsize=16)
+def _custom_entry(spec: str) -> DatasetEntry:
+    kind, _, path_s = spec.partition(":")
+    path = Path(path_s).expanduser()
+    if not path.exists():
+        raise DataNotFoundError(f"{spec}: {path} does not exist.")
+    if kind == "npz":
+        def loader(source: DataSource, train: bool):
+            s = "train" if train else "test"
+            return _read_npz(path, (f"x_{s}", f"y_{s}"), verify=False)
+    else:
+        def loader(source: DataSource, train: bool):
+            return _read_image_folder(path / ("train" if train else "test"))
+
+    x, y = loader(DataSource(), True)
+    x = x[:, None] if x.ndim == 3 else (x.transpose(0, 3, 1, 2) if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3) else x)
+    xf = x.astype(np.float64) / 255.0
+    mean = tuple(float(v) for v in xf.mean(axis=(0, 2, 3)))
+    std = tuple(float(v) for v in xf.std(axis=(0, 2, 3)))
+    info = DatasetInfo(spec, Path(path_s).stem, int(np.max(y)) + 1, x.shape[1], (x.shape[2], x.shape[3]), mean, std,
+                       f"user data at {path} (mean/std computed from its train split)")
+    return DatasetEntry(info, loader)
+
+
+def _read_image_folder(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not classes:
+        raise DataNotFoundError(f"{folder}: expected one sub-folder per class.")
+    xs, ys = [], []
+    for i, c in enumerate(classes):
+        for p in sorted((folder / c).iterdir()):
+            if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"):
+                img = Image.open(p)
+                xs.append(np.asarray(img.convert("L" if img.mode in ("L", "1", "I") else "RGB")))
+                ys.append(i)
+    return np.stack(xs), np.asarray(ys)
+
+
+def with_stats(info: DatasetInfo, mean, std) -> DatasetInfo:
+    return replace(info, mean=tuple(mean), std=tuple(std))
+
+
+__all__ = [
+    "DATASETS", "DataSource", "DatasetInfo", "RealData", "RealSubset", "load_dataset", "get_info",
+    "register_dataset", "npz_content_sha256", "read_idx", "read_tinyimagenet",
+]

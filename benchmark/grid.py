@@ -1,0 +1,260 @@
+"""Grid YAML -> validated GridSpec -> list of Cells.
+
+Errors name the file and the field path (``tables/x.yaml: methods[1].name: unknown method
+'dreem'. Did you mean: dream? ...``) and never show a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .budgets import Budget, resolve_budget
+from .data import get_info
+from .errors import ConfigError, DbenchError
+from .evaluate import EvalProtocol, protocol_with
+from .models import canonical_arch
+from .seed import derive_seed
+
+
+class MethodSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    preset: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}.{self.preset}" if self.preset else self.name
+
+
+class GridSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    methods: list[MethodSpec]
+    datasets: list[str]
+    ipc: list[int] = Field(default_factory=lambda: [1, 10, 50])
+    arch: str = "ConvNet"
+    eval_archs: list[str] | None = None
+    preset: str = "dsa"
+    protocol_overrides: dict[str, Any] = Field(default_factory=dict)
+    budget: str = "paper"
+    budget_overrides: dict[str, Any] = Field(default_factory=dict)
+    num_exp: int = 5
+    num_eval: int = 20
+    seed: int = 0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _methods(cls, v):
+        if not isinstance(v, list):
+            raise ValueError("must be a list of method names or {name, preset, params} mappings")
+        out = []
+        for m in v:
+            if isinstance(m, str):
+                name, _, preset = m.partition(".")
+                out.append({"name": name, "preset": preset or None})
+            else:
+                out.append(m)
+        return out
+
+    @field_validator("ipc")
+    @classmethod
+    def _ipc(cls, v):
+        if any(i < 0 for i in v):
+            raise ValueError("ipc values must be >= 0")
+        return v
+
+    @field_validator("num_exp", "num_eval")
+    @classmethod
+    def _pos(cls, v):
+        if v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+
+def _canon(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def short_hash(obj: Any) -> str:
+    return hashlib.sha256(_canon(obj).encode()).hexdigest()[:12]
+
+
+class Cell(BaseModel):
+    """One (method, dataset, ipc, distill arch, eval arch, protocol, budget, set index)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    grid: str
+    method: str
+    method_kind: str
+    method_version: str
+    method_preset: str | None
+    method_config: dict[str, Any]
+    dataset: str
+    ipc: int
+    arch: str
+    arch_eval: str
+    preset: str
+    protocol: EvalProtocol
+    budget: Budget
+    exp: int
+    seed: int
+    num_eval: int
+    precision: str
+    channels_last: bool = False
+    compile: bool = False
+
+    @property
+    def method_label(self) -> str:
+        return f"{self.method}.{self.method_preset}" if self.method_preset else self.method
+
+    @property
+    def key(self) -> str:
+        return (f"{self.method_label}/{self.dataset}/ipc{self.ipc}/{self.arch}->{self.arch_eval}/"
+                f"{self.preset}/{self.budget.name}/s{self.exp}")
+
+    def synset_identity(self) -> dict[str, Any]:
+        return {
+            "method": self.method, "method_version": self.method_version, "method_config": self.method_config,
+            "dataset": self.dataset, "data": get_info(self.dataset).to_dict(), "ipc": self.ipc, "arch": self.arch,
+            "seed": self.seed, "precision": self.precision,
+            "budget": {k: getattr(self.budget, k) for k in ("distill_iterations", "selector_epochs")},
+        }
+
+    @property
+    def synset_hash(self) -> str:
+        return short_hash(self.synset_identity())
+
+    def identity(self) -> dict[str, Any]:
+        return {"synset": self.synset_hash, "protocol": self.protocol.model_dump(), "arch_eval": self.arch_eval,
+                "budget": self.budget.model_dump(exclude={"description"}), "precision": self.precision}
+
+    @property
+    def hash(self) -> str:
+        """Config hash: everything that changes the numbers (not num_eval: more models extend a cell)."""
+        return short_hash(self.identity())
+
+    def flat_params(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+
+        def walk(prefix: str, v: Any):
+            if isinstance(v, dict):
+                for k, x in v.items():
+                    walk(f"{prefix}.{k}" if prefix else str(k), x)
+            else:
+                out[prefix] = str(v)
+
+        walk("", self.model_dump(mode="json", exclude={"budget", "protocol"}))
+        walk("protocol", self.protocol.model_dump(mode="json"))
+        walk("budget", self.budget.model_dump(mode="json"))
+        return out
+
+
+def _fmt_loc(loc) -> str:
+    s = ""
+    for part in loc:
+        s += f"[{part}]" if isinstance(part, int) else (f".{part}" if s else str(part))
+    return s
+
+
+def load_grid(path: str | Path) -> GridSpec:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: grid file not found. See `ls tables/` for the shipped grids.")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', e)}. Fix the syntax.") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of grid fields (name, methods, datasets, ...).")
+    if "include" in raw:
+        inc = path.parent / str(raw.pop("include"))
+        base = yaml.safe_load(inc.read_text()) if inc.exists() else None
+        if not isinstance(base, dict):
+            raise ConfigError(f"{path}: include: {inc} is missing or not a mapping.")
+        raw = {**base, **raw}
+    raw.setdefault("name", path.stem)
+    try:
+        grid = GridSpec.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        raise ConfigError(f"{path}: {_fmt_loc(err['loc'])}: {err['msg']}{more}.") from None
+    try:
+        expand(grid)  # resolve every name now, before any compute is spent
+    except DbenchError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return grid
+
+
+def parse_only(only: list[str] | None) -> dict[str, set[str]]:
+    """``--only dataset=mnist --only ipc=1,10`` -> {'dataset': {'mnist'}, 'ipc': {'1','10'}}."""
+    out: dict[str, set[str]] = {}
+    for item in only or []:
+        key, sep, vals = item.partition("=")
+        if not sep or not key or not vals:
+            raise ConfigError(f"--only {item!r}: expected KEY=V1,V2 (e.g. --only dataset=mnist --only ipc=1,10).")
+        if key not in ONLY_KEYS:
+            raise ConfigError(f"--only {key}: unknown key. Use one of: {', '.join(ONLY_KEYS)}.")
+        out.setdefault(key, set()).update(v.strip() for v in vals.split(","))
+    return out
+
+
+ONLY_KEYS = ("method", "dataset", "ipc", "arch", "arch_eval", "preset", "exp")
+
+
+def _matches(cell: Cell, only: dict[str, set[str]]) -> bool:
+    vals = {"method": {cell.method, cell.method_label}, "dataset": {cell.dataset}, "ipc": {str(cell.ipc)},
+            "arch": {cell.arch}, "arch_eval": {cell.arch_eval}, "preset": {cell.preset}, "exp": {str(cell.exp)}}
+    return all(vals[k] & v for k, v in only.items())
+
+
+def expand(grid: GridSpec, *, budget: str | None = None, only: dict[str, set[str]] | None = None) -> list[Cell]:
+    from .api import get_method
+
+    b = resolve_budget(budget or grid.budget, grid.budget_overrides)
+    proto = protocol_with(grid.preset, grid.protocol_overrides)
+    preset_label = grid.preset if not grid.protocol_overrides else f"{grid.preset}*"
+    arch = canonical_arch(grid.arch)
+    eval_archs = [canonical_arch(a) for a in (grid.eval_archs or [grid.arch])]
+    cells: list[Cell] = []
+    for i, m in enumerate(grid.methods):
+        try:
+            cls = get_method(m.name)
+            cfg = cls.resolve_config(m.preset, m.params)
+        except DbenchError as e:
+            raise ConfigError(f"methods[{i}]: {e}") from None
+        is_ref = cls.kind == "reference"
+        for ds in grid.datasets:
+            get_info(ds)
+            ipcs = [0] if is_ref else grid.ipc
+            n_exp = 1 if is_ref else b.cap("num_exp", grid.num_exp)
+            for ipc in ipcs:
+                if not is_ref and ipc < 1:
+                    raise ConfigError(f"ipc: {ipc} is not valid for method '{m.name}' (use ipc >= 1).")
+                for exp in range(n_exp):
+                    for ae in eval_archs:
+                        cells.append(Cell(
+                            grid=grid.name, method=m.name, method_kind=cls.kind, method_version=cls.version,
+                            method_preset=m.preset, method_config=cfg.model_dump(mode="json"), dataset=ds, ipc=ipc,
+                            arch=arch, arch_eval=ae, preset=preset_label, protocol=proto, budget=b, exp=exp,
+                            seed=derive_seed(grid.seed, "set", exp), num_eval=b.cap("num_eval", grid.num_eval),
+                            precision=grid.precision, channels_last=grid.channels_last, compile=grid.compile,
+                        ))
+    if only:
+        cells = [c for c in cells if _matches(c, only)]
+    return cells

@@ -1,0 +1,69 @@
+"""A minimal progress interface so library code never imports rich; the CLI plugs in bars."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Task(Protocol):
+    def advance(self, n: int = 1) -> None: ...
+    def update(self, **fields) -> None: ...
+    def close(self) -> None: ...
+
+
+class Progress(Protocol):
+    def task(self, description: str, total: int | None) -> Task: ...
+
+
+class _NullTask:
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def update(self, **fields) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class NullProgress:
+    def task(self, description: str, total: int | None) -> Task:
+        return _NullTask()
+
+
+class RichProgress:
+    """rich-backed progress bars (transient sub-bars, one persistent bar per grid)."""
+
+    def __init__(self, console=None):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RP, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self._p = RP(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                     console=console, transient=False)
+
+    def __enter__(self):
+        self._p.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._p.__exit__(*exc)
+
+    def task(self, description: str, total: int | None) -> Task:
+        p = self._p
+        tid = p.add_task(description, total=total, info="")
+
+        class _T:
+            def advance(self, n: int = 1) -> None:
+                p.advance(tid, n)
+
+            def update(self, **fields) -> None:
+                info = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+                p.update(tid, info=info)
+
+            def close(self) -> None:
+                p.remove_task(tid)
+
+        return _T()
+
+    def log(self, msg: str) -> None:
+        self._p.console.print(msg)

@@ -1,0 +1,227 @@
+"""Run cells: produce (or reuse) the synthetic set, evaluate, persist, track.
+
+Never loses work: a finished cell (same config hash, all models present) is skipped; a
+killed cell resumes (the synthetic set is reused from the store, finished evaluation
+networks are not re-trained, a distillation resumes from its last checkpoint); every
+write is atomic. A failing cell is recorded and the grid goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import platform
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .api import RunContext, check_selection, check_synset, get_method
+from .data import DataSource, RealSubset, get_info, load_dataset
+from .errors import DbenchError
+from .evaluate import TensorSource, TrainSettings, evaluate, model_seeds
+from .grid import Cell
+from .models import arch_display
+from .progress import NullProgress, Progress
+from .runtime import hardware, peak_cuda_mib, peak_rss_mib, select_device
+from .store import ResultStore
+from .synset import SyntheticSet
+from .tracking import NullTracker
+
+
+@dataclass
+class RunOptions:
+    device: str = "auto"
+    data: DataSource = field(default_factory=DataSource.from_env)
+    precision: str | None = None  # overrides the grid's precision (part of the cell identity)
+    fail_fast: bool = False
+
+
+@dataclass
+class CellOutcome:
+    cell: Cell
+    status: str  # finished | skipped | failed
+    acc_mean: float = float("nan")
+    acc_std: float = float("nan")
+    n: int = 0
+    error: str = ""
+
+
+def produce_synset(cell: Cell, real, store: ResultStore, device: torch.device, tracker, progress: Progress) -> tuple[SyntheticSet, float]:
+    """Load the cell's synthetic set from the store, or make it (selection or distillation)."""
+    path = store.synset_path(cell.synset_hash)
+    info = real.info
+    if path.exists():
+        return SyntheticSet.load(path, info), 0.0
+    cls = get_method(cell.method)
+    cfg = cls.Config(**cell.method_config)
+    ctx = RunContext(
+        device=device, seed=cell.seed, arch=cell.arch, info=info, budget=cell.budget,
+        workdir=store.workdir(cell.synset_hash), precision=cell.precision, channels_last=cell.channels_last,
+        log=lambda metrics, step: tracker.log_metrics({f"distill/{k}": v for k, v in metrics.items()}, step),
+        progress=progress,
+    )
+    t0 = time.perf_counter()
+    meta = {"method": cell.method, "method_preset": cell.method_preset, "ipc": cell.ipc, "arch": cell.arch,
+            "synset_hash": cell.synset_hash, "seed": cell.seed, "budget": cell.budget.name}
+    if cls.kind == "select":
+        sel = cls(cfg, ctx).select(real, cell.ipc)
+        check_selection(sel, real, cell.ipc, f"selector '{cell.method}'")
+        synset = SyntheticSet.from_indices(real, sel.indices.long(), meta)
+    else:
+        synset = cls(cfg, ctx).distill(real, cell.ipc)
+        check_synset(synset, info, cell.ipc, f"method '{cell.method}'")
+        synset.meta.update(meta)
+    elapsed = time.perf_counter() - t0
+    synset.save(path)
+    return synset, elapsed
+
+
+def save_png(synset: SyntheticSet, path: Path, min_px: int = 32) -> Path:
+    """One row per class, denormalised to [0,1]; tiny images are upscaled (nearest)."""
+    import torch.nn.functional as F
+    from torchvision.utils import save_image
+
+    x = synset.images.detach().float().cpu()
+    if synset.space == "normalized":
+        x = x * torch.tensor(synset.std).view(1, -1, 1, 1) + torch.tensor(synset.mean).view(1, -1, 1, 1)
+    x = x.clamp(0, 1)
+    order = torch.argsort(synset.labels, stable=True)
+    x = x[order]
+    per_class = max(synset.per_class()) if len(synset) else 1
+    if x.shape[-1] < min_px:
+        s = math.ceil(min_px / x.shape[-1])
+        x = F.interpolate(x, scale_factor=s, mode="nearest")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(x, str(path), nrow=per_class, padding=2, pad_value=1.0)
+    return path
+
+
+def run_cell(cell: Cell, store: ResultStore, tracker, opts: RunOptions, progress: Progress) -> CellOutcome:
+    device = select_device(opts.device)
+    info = get_info(cell.dataset)
+    real = load_dataset(cell.dataset, True, opts.data)
+    test = load_dataset(cell.dataset, False, opts.data)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    tracker.start(cell.grid, cell.key, {
+        "dbench.cell_key": cell.key, "dbench.cell_hash": cell.hash, "dbench.synset_hash": cell.synset_hash,
+        "dbench.version": __version__, "dbench.kind": cell.method_kind, "dbench.budget": cell.budget.name,
+    })
+    try:
+        tracker.log_params({**cell.flat_params(), "cell_hash": cell.hash, "synset_hash": cell.synset_hash})
+        synset = None
+        distill_time = 0.0
+        proto = cell.protocol.resolve(info, cell.arch_eval)
+        max_steps = cell.budget.eval_max_steps
+        if cell.method_kind == "reference":
+            source = RealSubset(real)
+            proto = proto.model_copy(update={"epochs": cell.budget.full_epochs_for(len(real), proto.batch_size)})
+            max_steps = cell.budget.full_max_steps
+            n_train, n_stored = len(real), len(real)
+        else:
+            synset, distill_time = produce_synset(cell, real, store, device, tracker, progress)
+            x, y = synset.training_tensors()
+            source = TensorSource(x, y).to(device)
+            n_train, n_stored = len(y), len(synset)
+            if cell.budget.eval_epochs is not None:
+                proto = proto.model_copy(update={"epochs": min(proto.epochs, cell.budget.eval_epochs)})
+        settings = TrainSettings(device=device, precision=cell.precision, channels_last=cell.channels_last,  # type: ignore[arg-type]
+                                 compile=cell.compile, max_steps=max_steps)
+        seeds = model_seeds(cell.seed, cell.arch_eval, cell.num_eval)
+        done = store.model_indices(cell.hash)
+        base_row = _base_row(cell, proto.epochs, n_train, n_stored, device)
+
+        def persist(r):
+            row = {**base_row, "model_index": r.index, "model_seed": r.seed, "test_acc": r.test_acc,
+                   "train_loss": r.train_loss, "train_time_s": r.train_time_s, "test_time_s": r.test_time_s,
+                   "steps": r.steps, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            store.write_row(cell.hash, r.index, row)
+            tracker.log_metrics({"eval/test_acc": r.test_acc, "eval/train_time_s": r.train_time_s}, step=r.index)
+
+        t0 = time.perf_counter()
+        evaluate(source, proto, cell.arch_eval, info, test, seeds, settings, progress, skip=done, on_result=persist)
+        eval_time = time.perf_counter() - t0
+        rows = [r for r in store.iter_rows({cell.hash}) if r["model_index"] < cell.num_eval]
+        accs = torch.tensor([r["test_acc"] for r in rows], dtype=torch.float64)
+        mean, std = float(accs.mean()), float(accs.std(unbiased=False))
+        summary = {"cell_key": cell.key, "cell": cell.model_dump(mode="json"), "test_acc_mean": mean, "test_acc_std": std,
+                   "n": len(rows), "distill_time_s": distill_time, "eval_time_s": eval_time,
+                   "peak_rss_mib": peak_rss_mib(), "peak_cuda_mib": peak_cuda_mib(device)}
+        tracker.log_metrics({"test_acc_mean": mean, "test_acc_std": std, "n_models": len(rows),
+                             "distill_time_s": distill_time, "eval_time_s": eval_time,
+                             "peak_rss_mib": summary["peak_rss_mib"], "peak_cuda_mib": summary["peak_cuda_mib"],
+                             "n_images_stored": n_stored, "n_train_images": n_train})
+        _log_artifacts(tracker, store, cell, synset, rows)
+        store.finish_cell(cell.hash, summary)
+        tracker.end("FINISHED")
+        return CellOutcome(cell, "finished", mean, std, len(rows))
+    except BaseException as e:
+        tracker.end("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        store.record_failure(cell.hash, {"cell_key": cell.key, "error": f"{type(e).__name__}: {e}",
+                                         "traceback": traceback.format_exc()})
+        if opts.fail_fast:
+            raise
+        msg = str(e) if isinstance(e, DbenchError) else f"{type(e).__name__}: {e}"
+        return CellOutcome(cell, "failed", error=msg)
+
+
+def _base_row(cell: Cell, epochs: int, n_train: int, n_stored: int, device: torch.device) -> dict[str, Any]:
+    cls = get_method(cell.method)
+    return {
+        "cell_hash": cell.hash, "synset_hash": cell.synset_hash, "cell_key": cell.key, "grid": cell.grid,
+        "method": cell.method_label, "method_name": cell.method, "method_preset": cell.method_preset,
+        "method_kind": cell.method_kind, "method_version": cell.method_version, "method_display": cls.display_name,
+        "dataset": cell.dataset, "dataset_display": get_info(cell.dataset).display_name, "ipc": cell.ipc,
+        "arch": cell.arch_eval, "arch_display": arch_display(cell.arch_eval), "arch_distill": cell.arch,
+        "preset": cell.preset, "protocol_version": cell.protocol.version, "budget": cell.budget.name, "exp": cell.exp,
+        "set_seed": cell.seed, "epochs": epochs, "n_train_images": n_train, "n_stored_images": n_stored,
+        "precision": cell.precision, "dbench_version": __version__, "torch_version": torch.__version__,
+        "python_version": platform.python_version(), "hardware": hardware(), "device": str(device),
+    }
+
+
+def _log_artifacts(tracker, store: ResultStore, cell: Cell, synset: SyntheticSet | None, rows: list[dict]) -> None:
+    if isinstance(tracker, NullTracker) and type(tracker) is NullTracker:
+        return
+    art = store.root / "artifacts" / cell.hash
+    art.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    cols = ["model_index", "model_seed", "test_acc", "train_loss", "train_time_s", "test_time_s", "steps"]
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(sorted(rows, key=lambda r: r["model_index"]))
+    (art / "eval_runs.csv").write_text(buf.getvalue())
+    tracker.log_artifact(art / "eval_runs.csv")
+    if synset is not None:
+        tracker.log_artifact(store.synset_path(cell.synset_hash))
+        tracker.log_artifact(save_png(synset, art / "synset.png"))
+
+
+def run_cells(cells: list[Cell], store: ResultStore, tracker=None, opts: RunOptions | None = None,
+              progress: Progress = NullProgress(), on_outcome: Callable[[CellOutcome], None] | None = None) -> list[CellOutcome]:
+    opts = opts or RunOptions()
+    tracker = tracker or NullTracker()
+    outcomes: list[CellOutcome] = []
+    bar = progress.task("grid cells", len(cells))
+    for cell in cells:
+        if store.is_finished(cell.hash, cell.num_eval):
+            s = store.cell_summary(cell.hash) or {}
+            out = CellOutcome(cell, "skipped", s.get("test_acc_mean", float("nan")), s.get("test_acc_std", float("nan")), s.get("n", 0))
+        else:
+            bar.update(cell=cell.key)
+            out = run_cell(cell, store, tracker, opts, progress)
+        outcomes.append(out)
+        if on_outcome:
+            on_outcome(out)
+        bar.advance()
+    return outcomes

@@ -1,0 +1,1 @@
+"""Distillation methods (one module per method, auto-registered by ``load_plugins``)."""
