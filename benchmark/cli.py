@@ -83,7 +83,7 @@ def run(
     debug: DebugOpt = False,
 ) -> None:
     """Run every cell of a grid (skipping finished ones) and print the leaderboard."""
-    from .data import DataSource
+    from .data import DataSource, load_dataset
     from .grid import expand, load_grid, parse_only
     from .progress import RichProgress
     from .runner import RunOptions, run_cells
@@ -104,8 +104,11 @@ def run(
     if not cells:
         console.print("[yellow]no cells match the grid and --only filters[/]")
         return
-    tracker = make_tracker(tracking_uri, store.root, enabled=not no_mlflow)
     opts = RunOptions(device=device, data=DataSource.from_env(data_dir), fail_fast=fail_fast)
+    for ds in sorted({c.dataset for c in cells}):  # fail on missing data before any compute is spent
+        load_dataset(ds, True, opts.data)
+        load_dataset(ds, False, opts.data)
+    tracker = make_tracker(tracking_uri, store.root, enabled=not no_mlflow)
     console.print(f"[bold]{spec.name}[/]: {len(cells)} cells, budget [cyan]{cells[0].budget.name}[/], "
                   f"preset [cyan]{cells[0].preset}[/], results in {store.root}, MLflow {tracker.uri}")
     with RichProgress(console) as progress:

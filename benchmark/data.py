@@ -190,7 +190,8 @@ def _load_cached(name: str, train: bool, source: DataSource) -> RealData:
             f"{name}: loaded images have shape {x.shape[1:]}, expected "
             f"{(info.channels, *info.im_size)}. Check the files in the data directory."
         )
-    images = torch.from_numpy(np.ascontiguousarray(x, dtype=np.uint8))
+    x = np.ascontiguousarray(x, dtype=np.uint8)
+    images = torch.from_numpy(x if x.flags.writeable else x.copy())
     labels = torch.from_numpy(np.asarray(y).astype(np.int64).reshape(-1))
     if labels.numel() != images.shape[0]:
         raise DbenchError(f"{name}: {images.shape[0]} images but {labels.numel()} labels.")

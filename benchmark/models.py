@@ -262,7 +262,7 @@ def _convnet(**kw):
 
 
 _reg("ConvNet", "ConvNet-3", "ConvNet-3: 3x[conv128-instancenorm-relu-avgpool] + linear (the default)", _convnet())
-for _d in (1, 2, 3, 4, 5, 6):
+for _d in (1, 2, 3, 4, 5):
     _reg(f"ConvNetD{_d}", f"ConvNet-{_d}", f"ConvNet of depth {_d}", _convnet(depth=_d))
     _reg(f"ConvNetD{_d}BN", f"ConvNet-{_d}-BN", f"ConvNet of depth {_d} with BatchNorm", _convnet(depth=_d, norm="batchnorm"))
 for _w in (32, 64, 128, 256):

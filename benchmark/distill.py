@@ -1,0 +1,240 @@
+"""Shared helpers for iterative distillation loops (any method that optimises images).
+
+* :class:`DistillLoop` - the bookkeeping around a method's per-iteration step: resume from
+  the cell's checkpoint, atomic checkpoint every N iterations (the method supplies its
+  full state: images, optimizer, generator states, anything else), per-iteration metrics
+  (loss, wall time) through ``ctx.log``, optional intermediate evaluation through
+  ``ctx.evaluate``, and a progress bar. It knows nothing about the loss, so gradient-
+  matching methods can reuse it.
+* :class:`SiameseAug` - DSA with explicit Siamese parameters: one parameter set per class
+  (the reference code seeds DiffAugment per class) or one per iteration, applied to
+  class-major batches in as few calls as possible (classes that drew the same DSA family
+  are augmented together).
+* synthetic-set inits (``real``, ``noise``, IDM's quadrant ``aug`` init) and
+  :func:`activations` (per-block post-activation maps + the final embedding in one
+  forward, for attention matching).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import augment as A
+from .api import RunContext
+from .data import RealData
+from .errors import ArtifactError
+from .samplers import ClassRandomSampler
+
+# --------------------------------------------------------------------------- the loop
+
+
+class DistillLoop:
+    """Iteration bookkeeping for one distillation run.
+
+    Usage::
+
+        loop = DistillLoop(ctx, "dm", total, fingerprint=..., eval_every=..., snapshot=make_set)
+        start = loop.resume(restore_fn)          # restore_fn(state) if a checkpoint exists
+        for it in loop.iterations(start):
+            metrics = step(it)                   # the method's work
+            loop.done(it, metrics, state_fn)     # log, progress, checkpoint, eval
+        loop.close()
+
+    ``state_fn()`` returns the method's full state as a dict of tensors / plain values
+    (``torch.load(weights_only=True)``-safe); the loop adds the iteration counter, the
+    accumulated wall time and the fingerprint. Checkpoints are written every
+    ``checkpoint_every`` iterations (default ``ctx.checkpoint_every``) and after the last.
+    """
+
+    def __init__(self, ctx: RunContext, name: str, total: int, *, fingerprint: str = "", eval_every: int = 0,
+                 log_every: int = 1, checkpoint_every: int | None = None,
+                 snapshot: Callable[[], Any] | None = None):
+        self.ctx, self.name, self.total = ctx, name, int(total)
+        self.fingerprint = fingerprint
+        self.eval_every, self.log_every = int(eval_every), max(1, int(log_every))
+        self.checkpoint_every = int(checkpoint_every or ctx.checkpoint_every or 0)
+        self.snapshot = snapshot
+        self.wall_s = 0.0
+        self.resumed_from = 0
+        self._bar = None
+        self._t = 0.0
+
+    def resume(self, restore: Callable[[dict[str, Any]], None]) -> int:
+        state = self.ctx.load_checkpoint()
+        if not state:
+            return 0
+        if state.get("loop/fingerprint", "") != self.fingerprint:
+            raise ArtifactError(f"{self.ctx.checkpoint_path}: checkpoint belongs to a different configuration "
+                                f"({state.get('loop/fingerprint')!r} != {self.fingerprint!r}); delete it to restart.")
+        restore(state)
+        self.wall_s = float(state.get("loop/wall_s", 0.0))
+        self.resumed_from = int(state["loop/iteration"])
+        return self.resumed_from
+
+    def iterations(self, start: int) -> Iterator[int]:
+        self._bar = self.ctx.progress.task(f"{self.name} distill", self.total)
+        if start:
+            self._bar.advance(start)
+        self._t = time.perf_counter()
+        return iter(range(start, self.total))
+
+    def done(self, it: int, metrics: Mapping[str, float], state: Callable[[], dict[str, Any]]) -> None:
+        now = time.perf_counter()
+        dt = now - self._t
+        self.wall_s += dt
+        n = it + 1
+        if n % self.log_every == 0 or n == self.total:
+            self.ctx.log({**{k: float(v) for k, v in metrics.items()}, "iter_time_s": dt, "wall_s": self.wall_s}, n)
+        if self._bar is not None:
+            self._bar.advance()
+            if "loss" in metrics:
+                self._bar.update(loss=float(metrics["loss"]))
+        if (self.checkpoint_every and n % self.checkpoint_every == 0) or n == self.total:
+            self.checkpoint(n, state)
+        if self.eval_every and n % self.eval_every == 0 and n < self.total and self.ctx.evaluate and self.snapshot:
+            accs = self.ctx.evaluate(self.snapshot(), n)
+            self.ctx.log({f"eval/{k}": float(v) for k, v in accs.items()}, n)
+        self._t = time.perf_counter()  # evaluation / checkpoint time is not iteration time
+
+    def checkpoint(self, n: int, state: Callable[[], dict[str, Any]]) -> None:
+        self.ctx.save_checkpoint({**state(), "loop/iteration": n, "loop/wall_s": self.wall_s,
+                                  "loop/fingerprint": self.fingerprint})
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def generator_states(gens: Mapping[str, torch.Generator]) -> dict[str, torch.Tensor]:
+    return {f"rng/{k}": g.get_state() for k, g in gens.items()}
+
+
+def restore_generators(gens: Mapping[str, torch.Generator], state: Mapping[str, Any]) -> None:
+    for k, g in gens.items():
+        g.set_state(state[f"rng/{k}"])
+
+
+# ---------------------------------------------------------------- Siamese augmentation
+
+
+class SiameseAug:
+    """Explicit-parameter Siamese DSA for class-major batches.
+
+    ``scope='class'`` (the reference behaviour: DiffAugment is re-seeded per class, so each
+    class gets its own family and parameters, shared by that class's real and synthetic
+    images); ``scope='iteration'`` (one parameter set for every image of the iteration).
+    """
+
+    def __init__(self, strategy: str, im_size: Sequence[int], generator: torch.Generator, scope: str = "class"):
+        if scope not in ("class", "iteration"):
+            raise ValueError(f"unknown Siamese scope {scope!r}")
+        self.strategy, self.im_size, self.g, self.scope = strategy, tuple(im_size), generator, scope
+        self.enabled = bool(A.parse_strategy(strategy))
+
+    def sample(self, num_classes: int) -> list[A.AugParams]:
+        if not self.enabled:
+            return [A.AugParams()] * num_classes
+        if self.scope == "iteration":
+            return [A.sample_dsa(self.strategy, 1, self.im_size, self.g, siamese=True)] * num_classes
+        return [A.sample_dsa(self.strategy, 1, self.im_size, self.g, siamese=True) for _ in range(num_classes)]
+
+    @staticmethod
+    def apply(x: torch.Tensor, params: Sequence[A.AugParams]) -> torch.Tensor:
+        """Augment a class-major batch ([len(params) * n, C, H, W]) with per-class parameters."""
+        k = len(params)
+        if k == 0 or not any(p.steps for p in params):
+            return x
+        if all(p is params[0] for p in params):
+            return A.apply(x, params[0])
+        n = x.shape[0] // k
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for c, p in enumerate(params):
+            groups.setdefault(tuple(op for op, _ in p.steps), []).append(c)
+        xk = x.reshape(k, n, *x.shape[1:])
+        if len(groups) == 1:
+            order, outs = list(range(k)), [A.apply(x, _stack(params, n))]
+        else:
+            order, outs = [], []
+            for cls in groups.values():
+                xs = xk[cls].reshape(len(cls) * n, *x.shape[1:])
+                outs.append(A.apply(xs, _stack([params[c] for c in cls], n)))
+                order += cls
+        out = torch.cat(outs) if len(outs) > 1 else outs[0]
+        if order == list(range(k)):
+            return out
+        inv = torch.empty(k, dtype=torch.long)
+        inv[torch.tensor(order)] = torch.arange(k)
+        return out.reshape(k, n, *x.shape[1:])[inv.to(x.device)].reshape(x.shape)
+
+
+def _stack(params: Sequence[A.AugParams], n: int) -> A.AugParams:
+    """Per-class shared parameters (leading dim 1) -> per-sample parameters (leading dim len*n)."""
+    steps = []
+    for j, (op, _) in enumerate(params[0].steps):
+        steps.append((op, {key: torch.cat([p.steps[j][1][key].expand(1).repeat(n) for p in params])
+                           for key in params[0].steps[j][1]}))
+    return A.AugParams(steps)
+
+
+# ---------------------------------------------------------------------------- inits
+
+
+def init_real(real: RealData, ipc: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ipc`` random real images per class (class-major), normalised; labels."""
+    s = ClassRandomSampler(real, generator)
+    x = torch.cat([s(c, ipc) for c in range(real.num_classes)])
+    return x, torch.arange(real.num_classes).repeat_interleave(ipc)
+
+
+def init_noise(real: RealData, ipc: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """N(0, 1) in normalised space (DC lineage)."""
+    info = real.info
+    x = torch.randn(real.num_classes * ipc, info.channels, *info.im_size, generator=generator)
+    return x, torch.arange(real.num_classes).repeat_interleave(ipc)
+
+
+def init_quadrants(real: RealData, ipc: int, generator: torch.Generator, factor: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """IDM ``aug`` init: every synthetic image is tiled from ``factor**2`` independent random
+    real images of its class, each downscaled (bilinear) into one cell; cells are filled
+    in the IDM order (TL, BL, TR, BR: column-major), matching ``Decode(order='idm')``."""
+    info = real.info
+    h, w = info.im_size
+    ph, pw = -(-h // factor), -(-w // factor)
+    s = ClassRandomSampler(real, generator)
+    out = torch.zeros(real.num_classes * ipc, info.channels, ph * factor, pw * factor)
+    for c in range(real.num_classes):
+        for k, (i, j) in enumerate((i, j) for j in range(factor) for i in range(factor)):
+            small = F.interpolate(s(c, ipc), size=(ph, pw), mode="bilinear", align_corners=False)
+            out[c * ipc:(c + 1) * ipc, :, i * ph:(i + 1) * ph, j * pw:(j + 1) * pw] = small
+    return out[:, :, :h, :w].contiguous(), torch.arange(real.num_classes).repeat_interleave(ipc)
+
+
+# ----------------------------------------------------------------------- features
+
+_ACTS = (nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.SiLU, nn.GELU)
+
+
+def activations(model: nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """One forward: the output of every activation layer inside the feature blocks (before
+    pooling, as DataDAM's ReLU hooks see them) and the flattened final embedding."""
+    acts: list[torch.Tensor] = []
+    for block in model.blocks:
+        mods = list(block.children()) if isinstance(block, nn.Sequential) else [block]
+        for m in mods:
+            x = m(x)
+            if isinstance(m, _ACTS) or type(m).__name__ == "Swish":
+                acts.append(x)
+    return acts, torch.flatten(model.pool_out(x), 1)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model

@@ -1,0 +1,203 @@
+"""DM / IDM / DataDAM: layouts, schedules, gradient flow, smoke runs and resume (CPU, digits)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmark.api import RunContext, get_method
+from benchmark.budgets import resolve_budget
+from benchmark.data import load_dataset
+from benchmark.distill import SiameseAug, activations, freeze, init_quadrants
+from benchmark.grid import GridSpec, expand as expand_grid
+from benchmark.models import create_model
+from benchmark.runner import run_cells
+from benchmark.samplers import AllClassSampler, ClassRandomSampler
+from benchmark.store import ResultStore
+from benchmark.synset import Decode
+from methods.datadam import datadam_loss
+from methods.dm import dm_loss, official_lr_img
+from methods.idm import ModelQueue, expand, idm_image_steps, official_setting
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def _ctx(real, tmp: Path, budget="paper", log=None, seed=0):
+    return RunContext(device=torch.device("cpu"), seed=seed, arch="ConvNet", info=real.info,
+                      budget=resolve_budget(budget), workdir=tmp, log=log or (lambda m, s: None))
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+# ------------------------------------------------------------------ IDM parameterisation
+
+
+def test_partition_and_expand_layout():
+    x = torch.zeros(2, 1, 4, 4)
+    for n in range(2):  # quadrant values: TL=1, TR=2, BL=3, BR=4 (+10 for the second image)
+        x[n, 0, :2, :2], x[n, 0, :2, 2:], x[n, 0, 2:, :2], x[n, 0, 2:, 2:] = (v + 10 * n for v in (1, 2, 3, 4))
+    out = expand(x, Decode(factor=2, order="idm"))
+    assert out.shape == (8, 1, 4, 4)
+    # IDM order: TL, BL, TR, BR blocks across the batch; each patch upsampled (constant stays constant)
+    want = [1, 11, 3, 13, 2, 12, 4, 14]
+    assert torch.allclose(out.mean(dim=(1, 2, 3)), torch.tensor(want, dtype=torch.float))
+    from benchmark.synset import multi_formation
+
+    _, y = multi_formation(x, torch.tensor([0, 1]), Decode(factor=2, order="idm"))
+    assert y.tolist() == [0, 1] * 4
+
+
+def test_quadrant_init_tiles_four_real_images_of_the_class(digits):
+    ipc = 2
+    x, y = init_quadrants(digits, ipc, _gen(3))
+    assert x.shape == (10 * ipc, 1, 8, 8) and y.tolist() == [c for c in range(10) for _ in range(ipc)]
+    s = ClassRandomSampler(digits, _gen(3))  # replay the same draws: per class, TL, BL, TR, BR
+    for c in range(10):
+        for i, j in ((0, 0), (1, 0), (0, 1), (1, 1)):
+            small = F.interpolate(s(c, ipc), size=(4, 4), mode="bilinear", align_corners=False)
+            assert torch.equal(x[c * ipc:(c + 1) * ipc, :, 4 * i:4 * i + 4, 4 * j:4 * j + 4], small)
+
+
+def test_queue_push_pop_schedule(digits, tmp_path):
+    q = ModelQueue(lambda uid: uid, capacity=3)
+    for _ in range(2):
+        q.push()
+    pushed = []
+    for it in range(7):  # push every 2 iterations, including it = 0
+        if it % 2 == 0:
+            q.push()
+            pushed.append(list(q.items))
+    assert pushed == [[0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 5]]
+    # the method follows the same schedule (inspect the checkpointed queue)
+    cls = get_method("idm")
+    cfg = cls.resolve_config("official", {"iterations": 3, "net_generate_interval": 1, "net_num": 4, "queue_init": 3,
+                                          "batch_real": 4, "trained_bs": 8, "model_train_steps": 1})
+    ctx = _ctx(digits, tmp_path)
+    cls(cfg, ctx).distill(digits, 1)
+    state = ctx.load_checkpoint()
+    assert state["queue/pushed"] == 6 and state["queue/uids"] == [2, 3, 4, 5]
+    assert 0 < sum(m[1] for m in state["queue/meters"]) <= 3 * 2 * 8  # <= 2 nets x 1 step x 8 images per iteration
+
+
+def test_idm_official_table():
+    row, src = official_setting("cifar10", 1)
+    assert row == {"ce_weight": 0.5, "batch_real": 5000, "net_generate_interval": 5, "model_train_steps": 10,
+                   "eval_interval": 100}
+    assert official_setting("cifar100", 10)[0]["model_train_steps"] == 50
+    assert "no official command" in official_setting("mnist", 10)[1]
+    assert official_lr_img("cifar10", 50) == 1.0 and official_lr_img("cifar10", 100) == 10.0
+
+
+# ------------------------------------------------------------------- gradient flow
+
+
+def _only_synthetic_grads(net, syn):
+    assert all(p.grad is None for p in net.parameters())
+    assert syn.grad is not None and syn.grad.abs().sum() > 0
+
+
+def test_dm_gradients_reach_only_synthetic_images(digits):
+    net = freeze(create_model("ConvNet", digits.info, _gen())).train()
+    syn = torch.randn(10 * 2, 1, 8, 8, requires_grad=True)
+    aug = SiameseAug(digits.info.dsa_strategy, (8, 8), _gen(1))
+    loss = dm_loss(net, ClassRandomSampler(digits, _gen(2)), aug, syn, 10, 2, 16)
+    loss.backward()
+    _only_synthetic_grads(net, syn)
+
+
+def test_datadam_gradients_reach_only_synthetic_images(digits):
+    net = freeze(create_model("ConvNetBN", digits.info, _gen())).train()
+    syn = torch.randn(10, 1, 8, 8, requires_grad=True)
+    aug = SiameseAug(digits.info.dsa_strategy, (8, 8), _gen(1))
+    l_att, l_emb = datadam_loss(net, ClassRandomSampler(digits, _gen(2)), aug, syn, 10, 8, power=4)
+    (100 * (l_att + 0.01 * l_emb)).backward()
+    _only_synthetic_grads(net, syn)
+    acts, emb = activations(net, torch.randn(3, 1, 8, 8))
+    assert len(acts) == 3 and emb.shape == (3, net.feat_dim)
+
+
+def test_idm_steps_update_only_synthetic_images(digits):
+    net = freeze(create_model("ConvNet", digits.info, _gen())).eval()
+    before = [p.clone() for p in net.parameters()]
+    syn = torch.randn(10, 1, 8, 8, requires_grad=True)
+    x0 = syn.detach().clone()
+    opt = torch.optim.SGD([syn], lr=0.2, momentum=0.5)
+    aug = SiameseAug(digits.info.dsa_strategy, (8, 8), _gen(1))
+    l_dm, l_ce = idm_image_steps(net, ClassRandomSampler(digits, _gen(2)), aug, syn, opt, 10, 1, 8,
+                                 Decode(2, "idm"), 5.0, torch.device("cpu"))
+    assert l_dm > 0 and l_ce > 0 and not torch.equal(syn.detach(), x0)
+    assert all(p.grad is None for p in net.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    x, y = AllClassSampler(digits, _gen())(5)
+    assert x.shape == (5, 1, 8, 8) and y.shape == (5,)
+
+
+# --------------------------------------------------------- batched == per-class loop
+
+
+def test_dm_batched_equals_per_class_loop(digits):
+    net = freeze(create_model("ConvNet", digits.info, _gen())).train()
+    syn = torch.randn(10 * 2, 1, 8, 8)
+    losses = []
+    for mode in ("batched", "per_class"):
+        aug = SiameseAug(digits.info.dsa_strategy, (8, 8), _gen(1))
+        losses.append(dm_loss(net, ClassRandomSampler(digits, _gen(2)), aug, syn, 10, 2, 32, forward=mode))
+    assert losses[0].item() == pytest.approx(losses[1].item(), rel=1e-4)
+
+
+def test_siamese_aug_groups_classes_by_family():
+    g = _gen(5)
+    aug = SiameseAug("color_crop_cutout_flip_scale_rotate", (8, 8), g)
+    params = aug.sample(6)
+    x = torch.randn(6 * 3, 3, 8, 8)
+    from benchmark import augment as A
+
+    ref = torch.cat([A.apply(x[3 * c:3 * c + 3], params[c]) for c in range(6)])
+    assert torch.allclose(SiameseAug.apply(x, params), ref, atol=1e-5)
+
+
+# ----------------------------------------------------------------- end to end + resume
+
+_FAST = {
+    "dm": {"batch_real": 16},
+    "idm": {"batch_real": 16, "trained_bs": 16, "model_train_steps": 1},
+    "datadam": {"batch_real": 16},
+}
+
+
+def test_smoke_budget_end_to_end(tmp_path):
+    grid = GridSpec(name="t", methods=[{"name": "dm", "preset": "official", "params": _FAST["dm"]},
+                                       {"name": "idm", "preset": "official", "params": _FAST["idm"]},
+                                       {"name": "datadam", "preset": "official", "params": _FAST["datadam"]},
+                                       {"name": "datadam", "preset": "paper", "params": _FAST["datadam"]}],
+                    datasets=["digits"], ipc=[1], preset="dm", budget="smoke", num_exp=1, num_eval=1)
+    outs = run_cells(expand_grid(grid), ResultStore(tmp_path))
+    assert [o.status for o in outs] == ["finished"] * 4, [o.error for o in outs]
+    assert all(0 <= o.acc_mean <= 100 for o in outs)
+
+
+class _Kill(Exception):
+    pass
+
+
+@pytest.mark.parametrize("key", ["dm", "idm", "datadam"])
+def test_resume_after_interrupt_matches_uninterrupted(digits, tmp_path, key):
+    cls = get_method(key)
+    cfg = cls.resolve_config("official", {**_FAST[key], "iterations": 4, "checkpoint_every": 2})
+    full = cls(cfg, _ctx(digits, tmp_path / "a")).distill(digits, 1)
+
+    def killer(metrics, step):
+        if step == 3:
+            raise _Kill
+
+    with pytest.raises(_Kill):
+        cls(cfg, _ctx(digits, tmp_path / "b", log=killer)).distill(digits, 1)
+    resumed = cls(cfg, _ctx(digits, tmp_path / "b")).distill(digits, 1)
+    assert resumed.meta["resumed_from"] == 2
+    assert torch.equal(full.images, resumed.images)

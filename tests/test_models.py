@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from benchmark.data import get_info
+from benchmark.errors import UnknownNameError
+from benchmark.models import ARCHS, canonical_arch, create_model, num_params, strip_bn
+
+
+@pytest.mark.parametrize("dataset,count", [("cifar10", 320_010), ("mnist", 317_706), ("cifar100", 504_420)])
+def test_convnet_parameter_counts_match_reference(dataset, count):
+    assert num_params(create_model("ConvNet", get_info(dataset))) == count
+
+
+def test_convnet_feature_dim_and_blocks():
+    m = create_model("ConvNet", get_info("cifar10"))
+    x = torch.randn(2, 3, 32, 32)
+    assert m.embed(x).shape == (2, 2048)
+    outs = m.block_outputs(x)
+    assert [o.shape[-1] for o in outs] == [16, 8, 4]
+    assert isinstance(m.blocks[0][1], torch.nn.GroupNorm) and m.blocks[0][1].num_groups == 128
+
+
+@pytest.mark.parametrize("name", sorted(ARCHS))
+def test_every_arch_forward_backward_and_embed(name):
+    info = get_info("cifar10")
+    m = create_model(name, info, torch.Generator().manual_seed(0))
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)
+    out = m(x)
+    assert out.shape == (2, 10)
+    out.sum().backward()
+    assert x.grad is not None
+    assert m.embed(x).ndim == 2
+
+
+def test_generator_init_is_deterministic_and_leaves_global_rng_alone():
+    info = get_info("mnist")
+    state = torch.random.get_rng_state()
+    a = create_model("ConvNet", info, torch.Generator().manual_seed(3))
+    torch.random.set_rng_state(state)
+    b = create_model("ConvNet", info, torch.Generator().manual_seed(3))
+    c = create_model("ConvNet", info, torch.Generator().manual_seed(4))
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+    assert not torch.equal(next(a.parameters()), next(c.parameters()))
+
+
+def test_names_aliases_and_errors():
+    assert canonical_arch("convnet") == "ConvNet"
+    assert canonical_arch("convnet3_bn") == "ConvNetBN"
+    assert canonical_arch("ConvNetD4") == "ConvNetD4"
+    assert strip_bn("ConvNetBN") == "ConvNet"
+    with pytest.raises(UnknownNameError, match="Did you mean"):
+        canonical_arch("ConvNett")

@@ -1,0 +1,36 @@
+import pandas as pd
+
+from benchmark.tables import TIDY_COLUMNS, leaderboard, load_published, match_published, render
+
+
+def _rows():
+    base = dict(method="random", dataset="mnist", ipc=1, arch="ConvNet", preset="dsa", budget="cpu", arch_distill="ConvNet",
+                method_kind="select", method_display="Random", dataset_display="MNIST", arch_display="ConvNet-3")
+    return [dict(base, test_acc=a) for a in (60.0, 62.0, 64.0)] + [dict(base, ipc=10, test_acc=95.0)]
+
+
+def test_leaderboard_stats_and_published_beside_ours():
+    b = leaderboard(_rows())
+    r = b[b.ipc == 1].iloc[0]
+    assert r.acc_mean == 62.0 and abs(r.acc_std - (8 / 3) ** 0.5) < 1e-9 and r.n == 3
+    assert r.paper == "64.9 ± 3.5" and r.paper_source.startswith("DM (WACV 2023)")
+    assert list(b.columns[: len(TIDY_COLUMNS)]) == TIDY_COLUMNS
+
+
+def test_published_match_whole_dataset_and_missing():
+    pub = load_published()
+    assert match_published(pub, "Whole dataset", "CIFAR-10", 0, "ConvNet-3")[:2] == (84.8, 0.1)
+    assert match_published(pub, "Random", "Digits", 1, "ConvNet-3")[0] is None
+
+
+def test_render_formats():
+    b = leaderboard(_rows())
+    md = render(b, "md")
+    assert "62.0 ± 1.6 (n=3) | paper 64.9 ± 3.5" in md
+    csv = render(b, "csv")
+    assert pd.read_csv(__import__("io").StringIO(csv)).shape == (2, len(TIDY_COLUMNS))
+    assert "tabular" in render(b, "latex")
+
+
+def test_empty():
+    assert render(leaderboard([]), "md") == "(no results)"
