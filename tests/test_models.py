@@ -51,3 +51,10 @@ def test_names_aliases_and_errors():
     assert strip_bn("ConvNetBN") == "ConvNet"
     with pytest.raises(UnknownNameError, match="Did you mean"):
         canonical_arch("ConvNett")
+
+
+def test_timm_passthrough():
+    pytest.importorskip("timm")
+    m = create_model("timm:resnet18", get_info("cifar10"), torch.Generator().manual_seed(0))
+    x = torch.randn(2, 3, 32, 32)
+    assert m(x).shape == (2, 10) and m.embed(x).shape == (2, 512)
