@@ -309,7 +309,13 @@ def create_model(name: str, info: DatasetInfo, generator: torch.Generator | None
     """Build ``name`` for a dataset; parameters drawn from ``generator`` if given."""
     key = canonical_arch(name)
     if key.startswith("timm:"):
-        model: nn.Module = TimmNet(key[5:], info.channels, info.num_classes)
+        # timm models keep their own init schemes: build them inside a forked RNG seeded from
+        # the generator (the global RNG state is restored afterwards, untouched).
+        seed = int(torch.randint(2**62, (1,), generator=generator)) if generator is not None else None
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            return TimmNet(key[5:], info.channels, info.num_classes)
     else:
         model = ARCHS[key].build(info.channels, info.num_classes, tuple(info.im_size))
     if generator is not None:
