@@ -48,6 +48,7 @@ class EvalProtocol(BaseModel):
     dsa_strategy: str | None = None  # None: the dataset's default strategy
     cutmix_p: float = 0.0
     rule: Literal["none", "dc", "idc"] = "none"  # dataset/arch-dependent adjustments (see resolve)
+    extra_epoch: bool = True  # VICO's loop runs epochs 0..E (E+1 passes); IDC's runs E
 
     def resolve(self, info: DatasetInfo, arch: str) -> EvalProtocol:
         """Fill in dataset/arch-dependent fields exactly as the reference code does."""
@@ -104,7 +105,7 @@ register_profile(EvalProtocol(
     description="DataDAM official code: dsa protocol with 1800 epochs and batch 64 (its repo's ConvNet is BN)",
     provenance="DataDistillation/DataDAM@0f6ea09 main_DataDAM.py"))
 register_profile(EvalProtocol(
-    name="idc", rule="idc", aug="idc_dsa", epochs=1000, batch_size=64, schedule="multistep",
+    name="idc", rule="idc", aug="idc_dsa", epochs=1000, batch_size=64, schedule="multistep", extra_epoch=False,
     milestones=(2 / 3, 5 / 6), gamma=0.2, cutmix_p=0.5,
     description="IDC/DREAM: 1000 epochs, bs 64, IDC DSA composition (no cutout, no flip on digits) + CutMix p .5, MultiStep [2/3,5/6] x0.2",
     provenance="snu-mllab/Efficient-Dataset-Condensation@ceac95a train.py, argument.py (@086273c epoch rule)"))
@@ -182,9 +183,9 @@ def train_model(
 ) -> ModelResult:
     """Train one fresh network on ``source`` with ``protocol`` and test it after the last epoch.
 
-    Runs epochs 0..E (E+1 passes, as the reference loop). ``halfstep_reset``: after epoch
-    E//2+1 the lr is multiplied by 0.1 and a new SGD optimizer is created (momentum reset).
-    ``multistep``: lr x gamma at the given epoch fractions."""
+    Runs epochs 0..E (E+1 passes, as the VICO loop) or E passes (IDC). ``halfstep_reset``:
+    after epoch E//2+1 the lr is multiplied by 0.1 and a new SGD optimizer is created
+    (momentum reset). ``multistep``: lr x gamma once floor(m*E) epochs are done."""
     p = protocol
     dev = settings.device
     model = create_model(arch, info, make_generator(seed, "init")).to(dev)
@@ -197,17 +198,18 @@ def train_model(
     n = len(source)
     E = p.epochs
     steps_per_epoch = -(-n // p.batch_size)
-    total_steps = (E + 1) * steps_per_epoch
+    n_epochs = E + 1 if p.extra_epoch else E
+    total_steps = n_epochs * steps_per_epoch
     if settings.max_steps is not None:
         total_steps = min(total_steps, settings.max_steps)
-    milestones = {int(round(m * E)) for m in p.milestones} if p.schedule == "multistep" else set()
+    milestones = {int(m * E) for m in p.milestones} if p.schedule == "multistep" else set()
     bar = progress.task(f"{label} model {index}", total_steps)
     loss_sum = torch.zeros((), device=dev)
     loss_n = 0
     step = 0
     t0 = time.perf_counter()
     model.train()
-    for ep in range(E + 1):
+    for ep in range(n_epochs):
         perm = torch.randperm(n, generator=g)
         loss_sum.zero_()
         loss_n = 0

@@ -130,7 +130,8 @@ class Cell(BaseModel):
             "method": self.method, "method_version": self.method_version, "method_config": self.method_config,
             "dataset": self.dataset, "data": get_info(self.dataset).to_dict(), "ipc": self.ipc, "arch": self.arch,
             "seed": self.seed, "precision": self.precision,
-            "budget": {k: getattr(self.budget, k) for k in ("distill_iterations", "selector_epochs")},
+            "budget": {k: getattr(self.budget, k) for k in ("distill_iterations", "selector_epochs")
+                       if getattr(self.budget, k) is not None},
         }
 
     @property
@@ -138,8 +139,11 @@ class Cell(BaseModel):
         return short_hash(self.synset_identity())
 
     def identity(self) -> dict[str, Any]:
-        return {"synset": self.synset_hash, "protocol": self.protocol.model_dump(), "arch_eval": self.arch_eval,
-                "budget": self.budget.model_dump(exclude={"description"}), "precision": self.precision}
+        # exclude_defaults: a new protocol/budget knob whose default keeps the old behaviour
+        # leaves existing hashes (and so finished results) valid.
+        return {"synset": self.synset_hash, "protocol": self.protocol.model_dump(exclude_defaults=True),
+                "arch_eval": self.arch_eval, "precision": self.precision,
+                "budget": self.budget.model_dump(exclude={"description"}, exclude_defaults=True)}
 
     @property
     def hash(self) -> str:

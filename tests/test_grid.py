@@ -33,7 +33,7 @@ def test_golden_cell_hash_is_stable():
     assert c.hash == GOLDEN_HASH, c.hash
 
 
-GOLDEN_HASH = "68ef5ff74882"
+GOLDEN_HASH = "9afc374ef886"
 
 
 def test_hash_depends_on_budget_and_seed_not_num_eval():
