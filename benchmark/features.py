@@ -93,6 +93,13 @@ class ExtractorSpec(BaseModel):
             raise ValueError("must be >= 1")
         return v
 
+    @field_validator("max_steps")
+    @classmethod
+    def _steps(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("must be >= 1 (or null for no cap)")
+        return v
+
     def effective_epochs(self, budget=None) -> int:
         return budget.cap("selector_epochs", self.epochs) if budget is not None else self.epochs
 

@@ -181,6 +181,7 @@ def _base_row(cell: Cell, epochs: int, n_train: int, n_stored: int, device: torc
         "cell_hash": cell.hash, "synset_hash": cell.synset_hash, "cell_key": cell.key, "grid": cell.grid,
         "method": cell.method_label, "method_name": cell.method, "method_preset": cell.method_preset,
         "method_kind": cell.method_kind, "method_version": cell.method_version, "method_display": cls.display_name,
+        "method_config": cell.method_config,  # variant + feature-extractor spec of selectors
         "dataset": cell.dataset, "dataset_display": get_info(cell.dataset).display_name, "ipc": cell.ipc,
         "arch": cell.arch_eval, "arch_display": arch_display(cell.arch_eval), "arch_distill": cell.arch,
         "preset": cell.preset, "protocol_version": cell.protocol.version, "budget": cell.budget.name, "exp": cell.exp,

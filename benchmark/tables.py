@@ -92,6 +92,8 @@ def pivot(board: pd.DataFrame) -> pd.DataFrame:
     b["ours"] = b.apply(lambda r: f"{_fmt(r.acc_mean, r.acc_std)} (n={r.n})", axis=1)
     b["cell"] = b.apply(lambda r: r.ours + (f" | paper {r.paper}" if r.paper else ""), axis=1)
     b["IPC"] = b.ipc.map(lambda i: "all" if int(i) == 0 else str(int(i)))
+    # variants (presets) of one method stay on separate rows: "Herding [deepcore]"
+    b["method_display"] = [d if "." not in m else f"{d} [{m.split('.', 1)[1]}]" for d, m in zip(b.method_display, b.method)]
     out = b.pivot_table(index=["dataset_display", "arch", "preset", "budget", "method_display"], columns="IPC",
                         values="cell", aggfunc="first", sort=False)
     cols = sorted(out.columns, key=lambda c: (c == "all", int(c) if c.isdigit() else 0))

@@ -60,7 +60,7 @@ def test_idc_protocol_trains_with_cutmix_and_multistep(digits):
 
 
 def test_evaluation_learns_on_digits(digits):
-    src, info, te = _tiny(digits, 10)
-    p = get_protocol("dsa").model_copy(update={"epochs": 60})
-    r = evaluate(src, p, "ConvNet", info, te, [0])
-    assert r[0].test_acc > 60  # 10 real images per class on digits: far above chance (10%)
+    src, info, te = _tiny(digits, 5)
+    p = get_protocol("dsa").model_copy(update={"epochs": 40})
+    r = evaluate(src, p, "ConvNet", info, te, [0], TrainSettings(precision="bf16"))
+    assert r[0].test_acc > 50  # 5 real images per class on digits: far above chance (10%)

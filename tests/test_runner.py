@@ -85,3 +85,21 @@ def test_contract_ipc_larger_than_class(store_dir):
     g = GridSpec(name="t", methods=["random"], datasets=["digits"], ipc=[500], budget="smoke")
     out = run_cells(expand(g), ResultStore(store_dir))
     assert out[0].status == "failed" and "larger than the smallest class" in out[0].error
+
+
+def test_checkpoint_roundtrip_is_atomic(tmp_path):
+    from benchmark.api import RunContext
+    from benchmark.budgets import BUDGETS
+    from benchmark.data import get_info
+
+    ctx = RunContext(device=torch.device("cpu"), seed=0, arch="ConvNet", info=get_info("digits"),
+                     budget=BUDGETS.get("smoke"), workdir=tmp_path / "w")
+    assert ctx.load_checkpoint() is None
+    ctx.save_checkpoint({"it": 3, "x": torch.ones(2)})
+    st = ctx.load_checkpoint()
+    assert st["it"] == 3 and torch.equal(st["x"], torch.ones(2))
+    assert [p.name for p in (tmp_path / "w").iterdir()] == ["checkpoint.pt"]
+    ctx.checkpoint_path.write_bytes(b"garbage")
+    from benchmark.errors import ArtifactError
+    with pytest.raises(ArtifactError, match="corrupt checkpoint"):
+        ctx.load_checkpoint()

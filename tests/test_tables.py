@@ -34,3 +34,9 @@ def test_render_formats():
 
 def test_empty():
     assert render(leaderboard([]), "md") == "(no results)"
+
+
+def test_method_variants_stay_on_separate_rows():
+    rows = _rows() + [dict(r, method="random.other") for r in _rows()]
+    md = render(leaderboard(rows), "md")
+    assert "| Random [other]" in md and md.count("| Random ") == 2
