@@ -76,13 +76,13 @@ def test_queue_push_pop_schedule(digits, tmp_path):
     assert pushed == [[0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 5]]
     # the method follows the same schedule (inspect the checkpointed queue)
     cls = get_method("idm")
-    cfg = cls.resolve_config("official", {"iterations": 3, "net_generate_interval": 1, "net_num": 4, "queue_init": 3,
+    cfg = cls.resolve_config("official", {"iterations": 2, "net_generate_interval": 1, "net_num": 4, "queue_init": 3,
                                           "batch_real": 4, "trained_bs": 8, "model_train_steps": 1})
     ctx = _ctx(digits, tmp_path)
     cls(cfg, ctx).distill(digits, 1)
     state = ctx.load_checkpoint()
-    assert state["queue/pushed"] == 6 and state["queue/uids"] == [2, 3, 4, 5]
-    assert 0 < sum(m[1] for m in state["queue/meters"]) <= 3 * 2 * 8  # <= 2 nets x 1 step x 8 images per iteration
+    assert state["queue/pushed"] == 5 and state["queue/uids"] == [1, 2, 3, 4]
+    assert 0 < sum(m[1] for m in state["queue/meters"]) <= 2 * 2 * 8  # <= 2 nets x 1 step x 8 images per iteration
 
 
 def test_idm_official_table():
@@ -174,11 +174,10 @@ _FAST = {
 def test_smoke_budget_end_to_end(tmp_path):
     grid = GridSpec(name="t", methods=[{"name": "dm", "preset": "official", "params": _FAST["dm"]},
                                        {"name": "idm", "preset": "official", "params": _FAST["idm"]},
-                                       {"name": "datadam", "preset": "official", "params": _FAST["datadam"]},
                                        {"name": "datadam", "preset": "paper", "params": _FAST["datadam"]}],
                     datasets=["digits"], ipc=[1], preset="dm", budget="smoke", num_exp=1, num_eval=1)
     outs = run_cells(expand_grid(grid), ResultStore(tmp_path))
-    assert [o.status for o in outs] == ["finished"] * 4, [o.error for o in outs]
+    assert [o.status for o in outs] == ["finished"] * 3, [o.error for o in outs]
     assert all(0 <= o.acc_mean <= 100 for o in outs)
 
 
