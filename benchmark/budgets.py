@@ -14,8 +14,9 @@ class Budget(BaseModel):
 
     name: str
     description: str = ""
-    eval_epochs: int | None = None  # None: the protocol's epochs
-    eval_max_steps: int | None = None  # hard cap on optimizer steps per evaluation network
+    eval_epochs: int | None = None  # cap on evaluation epochs (None: the protocol's epochs)
+    eval_step_cap: int | None = None  # fewer epochs so that one network takes at most this many steps
+    eval_max_steps: int | None = None  # hard stop after this many optimizer steps (smoke tests only)
     num_exp: int | None = None  # cap on synthetic sets per cell (None: the grid's)
     num_eval: int | None = None  # cap on evaluation networks per set (None: the grid's)
     distill_iterations: int | None = None  # cap on distillation iterations (None: the preset's)
@@ -31,6 +32,15 @@ class Budget(BaseModel):
     @property
     def label(self) -> str:
         return self.name
+
+    def eval_epochs_for(self, protocol_epochs: int, n_train: int, batch_size: int) -> int:
+        """Evaluation epochs under this budget. The step cap lowers the epoch count (so the
+        protocol's lr schedule still happens, at its fraction of training)."""
+        e = protocol_epochs if self.eval_epochs is None else min(protocol_epochs, self.eval_epochs)
+        if self.eval_step_cap is not None:
+            steps_per_epoch = -(-n_train // batch_size)
+            e = min(e, max(1, self.eval_step_cap // steps_per_epoch))
+        return e
 
     def iterations(self, preset_value: int) -> int:
         return preset_value if self.distill_iterations is None else min(preset_value, self.distill_iterations)
@@ -54,9 +64,10 @@ register_budget(Budget(
 ))
 register_budget(Budget(
     name="cpu",
-    description="minutes per cell on 2 CPU cores: eval epochs 300, <=2 sets x <=3 nets, distillation <=1000 iterations, "
+    description="minutes per cell on 2 CPU cores: the protocol's eval epochs but at most ~1000 steps per net "
+                "(IPC 1/10 train exactly as the protocol), <=2 sets x <=2 nets, distillation <=1000 iterations, "
                 "selectors <=5 proxy epochs, full-data reference 1 epoch (at least 200 steps)",
-    eval_epochs=300, num_exp=2, num_eval=3, distill_iterations=1000, selector_epochs=5, full_epochs=1,
+    eval_step_cap=1000, num_exp=2, num_eval=2, distill_iterations=1000, selector_epochs=5, full_epochs=1,
     full_min_steps=200,
 ))
 register_budget(Budget(

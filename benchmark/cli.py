@@ -159,7 +159,7 @@ def table(
     debug: DebugOpt = False,
 ) -> None:
     """Regenerate the leaderboard from saved results (nothing is rerun)."""
-    from .grid import _matches, expand, load_grid, parse_only
+    from .grid import expand, load_grid, parse_only
     from .store import ResultStore, atomic_write_text
     from .tables import leaderboard, render
 
@@ -304,13 +304,12 @@ def eval_(
     s = SyntheticSet.load(file, info)
     if s.dataset and s.dataset != info.name:
         raise ConfigError(f"{file} was made from '{s.dataset}', not '{info.name}'; pass --dataset {s.dataset}.")
-    if b.eval_epochs is not None:
-        proto = proto.model_copy(update={"epochs": min(proto.epochs, b.eval_epochs)})
+    x, y = s.training_tensors()
+    proto = proto.model_copy(update={"epochs": b.eval_epochs_for(proto.epochs, len(y), proto.batch_size)})
     n = b.cap("num_eval", num_eval)
     src = DataSource.from_env(data_dir)
     test = load_dataset(info.name, False, src)
     dev = select_device(device)
-    x, y = s.training_tensors()
     settings = TrainSettings(device=dev, precision=precision, max_steps=b.eval_max_steps)  # type: ignore[arg-type]
     with RichProgress(console) as progress:
         res = evaluate(TensorSource(x, y).to(dev), proto, arch, info, test, model_seeds(seed, arch, n), settings, progress)

@@ -200,6 +200,24 @@ def init_noise(real: RealData, ipc: int, generator: torch.Generator) -> tuple[to
     return x, torch.arange(real.num_classes).repeat_interleave(ipc)
 
 
+def initial_images(kind: str, real: RealData, ipc: int, generator: torch.Generator, ctx,
+                   params: dict | None = None, extra: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``init`` field of every distribution-matching method, in one place.
+
+    ``real`` and ``noise`` draw from the method's own init generator (the reference
+    behaviour); ``random``, ``herding``, ``kcenter``, ``kmeans``, ``forgetting`` (or any
+    selector key) take that coreset selector's choice via :func:`benchmark.init.init_synset`,
+    with ``params`` as the selector's config (e.g. its feature extractor). ``extra`` maps
+    method-specific kinds (IDM's ``aug``) to functions of (real, ipc, generator)."""
+    builtin = {"real": init_real, "noise": init_noise, **(extra or {})}
+    if kind in builtin:
+        return builtin[kind](real, ipc, generator)
+    from .init import init_synset
+
+    s = init_synset(kind, real, ipc, ctx, params=params or None)
+    return s.images.cpu(), s.labels.cpu()
+
+
 def init_quadrants(real: RealData, ipc: int, generator: torch.Generator, factor: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """IDM ``aug`` init: every synthetic image is tiled from ``factor**2`` independent random
     real images of its class, each downscaled (bilinear) into one cell; cells are filled

@@ -131,8 +131,7 @@ def run_cell(cell: Cell, store: ResultStore, tracker, opts: RunOptions, progress
             x, y = synset.training_tensors()
             source = TensorSource(x, y).to(device)
             n_train, n_stored = len(y), len(synset)
-            if cell.budget.eval_epochs is not None:
-                proto = proto.model_copy(update={"epochs": min(proto.epochs, cell.budget.eval_epochs)})
+            proto = proto.model_copy(update={"epochs": cell.budget.eval_epochs_for(proto.epochs, len(y), proto.batch_size)})
         settings = TrainSettings(device=device, precision=cell.precision, channels_last=cell.channels_last,  # type: ignore[arg-type]
                                  compile=cell.compile, max_steps=max_steps)
         seeds = model_seeds(cell.seed, cell.arch_eval, cell.num_eval)

@@ -27,7 +27,7 @@ import torch
 
 from benchmark.api import ComponentConfig, DistillMethod, register_method
 from benchmark.data import RealData
-from benchmark.distill import (DistillLoop, SiameseAug, activations, freeze, generator_states, init_noise, init_real,
+from benchmark.distill import (DistillLoop, SiameseAug, activations, freeze, generator_states, initial_images,
                                restore_generators)
 from benchmark.losses import attention_match, mean_embedding_mmd
 from benchmark.runtime import autocast, channels_last
@@ -54,7 +54,8 @@ class DataDAM(DistillMethod):
         attention_norm: Literal["l2", "l1", "none"] = "l2"
         attention_weight: float = 100.0
         task_balance: float = 0.01
-        init: Literal["real", "noise"] = "real"
+        init: str = "real"  # real | noise | random | herding | kcenter | kmeans | forgetting (any selector)
+        init_params: dict = {}  # the init selector's config (e.g. its feature extractor)
         dsa: bool = True
         dsa_strategy: str | None = None
         aug_scope: Literal["class", "iteration"] = "class"
@@ -85,7 +86,7 @@ class DataDAM(DistillMethod):
         r = self.resolved(ipc)
         k = real.num_classes
         g_init, g_real, g_aug = ctx.generator("datadam/init"), ctx.generator("datadam/real"), ctx.generator("datadam/aug")
-        x0, labels = (init_real if cfg.init == "real" else init_noise)(real, ipc, g_init)
+        x0, labels = initial_images(cfg.init, real, ipc, g_init, ctx, cfg.init_params)
         syn = x0.to(ctx.device).requires_grad_(True)
         opt = torch.optim.SGD([syn], lr=r["lr_img"], momentum=cfg.momentum_img)
         sampler = ClassRandomSampler(real, g_real, ctx.device)

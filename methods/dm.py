@@ -26,7 +26,7 @@ import torch
 
 from benchmark.api import ComponentConfig, DistillMethod, register_method
 from benchmark.data import RealData
-from benchmark.distill import (DistillLoop, SiameseAug, freeze, generator_states, init_noise, init_real,
+from benchmark.distill import (DistillLoop, SiameseAug, freeze, generator_states, initial_images,
                                restore_generators)
 from benchmark.losses import mean_embedding_mmd
 from benchmark.runtime import autocast, channels_last
@@ -66,7 +66,8 @@ class DM(DistillMethod):
         lr_img: float | None = None  # None: 1 for ipc <= 50, 10 above (README)
         momentum_img: float = 0.5
         batch_real: int = 256
-        init: Literal["real", "noise"] = "real"
+        init: str = "real"  # real | noise | random | herding | kcenter | kmeans | forgetting (any selector)
+        init_params: dict = {}  # the init selector's config (e.g. its feature extractor)
         dsa: bool = True
         dsa_strategy: str | None = None  # None: the dataset's default strategy
         aug_scope: Literal["class", "iteration"] = "class"
@@ -99,7 +100,7 @@ class DM(DistillMethod):
         r = self.resolved(ipc)
         k = real.num_classes
         g_init, g_real, g_aug = ctx.generator("dm/init"), ctx.generator("dm/real"), ctx.generator("dm/aug")
-        x0, labels = (init_real if cfg.init == "real" else init_noise)(real, ipc, g_init)
+        x0, labels = initial_images(cfg.init, real, ipc, g_init, ctx, cfg.init_params)
         syn = x0.to(ctx.device).requires_grad_(True)
         opt = torch.optim.SGD([syn], lr=r["lr_img"], momentum=cfg.momentum_img)
         sampler = ClassRandomSampler(real, g_real, ctx.device)

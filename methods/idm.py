@@ -33,8 +33,8 @@ import torch.nn.functional as F
 
 from benchmark.api import ComponentConfig, DistillMethod, register_method
 from benchmark.data import RealData
-from benchmark.distill import (DistillLoop, SiameseAug, freeze, generator_states, init_noise, init_quadrants,
-                               init_real, restore_generators)
+from benchmark.distill import (DistillLoop, SiameseAug, freeze, generator_states, init_quadrants,
+                               initial_images, restore_generators)
 from benchmark.losses import ce_regulariser, mean_embedding_mmd
 from benchmark.runtime import autocast, channels_last
 from benchmark.samplers import AllClassSampler, ClassRandomSampler
@@ -123,7 +123,8 @@ class IDM(DistillMethod):
         net_momentum: float = 0.9
         net_weight_decay: float = 5e-4
         factor: int = 2  # partition-and-expand (1 = off)
-        init: Literal["aug", "real", "noise"] = "aug"
+        init: str = "aug"  # aug (quadrants) | real | noise | random | herding | kcenter | kmeans | forgetting
+        init_params: dict = {}  # the init selector's config (e.g. its feature extractor)
         dsa: bool = True
         dsa_strategy: str | None = None
         aug_scope: Literal["class", "iteration"] = "class"
@@ -155,8 +156,8 @@ class IDM(DistillMethod):
         k = real.num_classes
         dev = ctx.device
         g = {s: ctx.generator(f"idm/{s}") for s in ("init", "real", "aug", "queue", "train")}
-        init = {"aug": lambda *a: init_quadrants(*a, factor=cfg.factor), "real": init_real, "noise": init_noise}[cfg.init]
-        x0, labels = init(real, ipc, g["init"])
+        x0, labels = initial_images(cfg.init, real, ipc, g["init"], ctx, cfg.init_params,
+                                    extra={"aug": lambda *a: init_quadrants(*a, factor=cfg.factor)})
         syn = x0.to(dev).requires_grad_(True)
         opt = torch.optim.SGD([syn], lr=cfg.lr_img, momentum=cfg.momentum_img)
         sampler = ClassRandomSampler(real, g["real"], dev)

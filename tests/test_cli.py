@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from benchmark.cli import app

@@ -200,3 +200,23 @@ def test_resume_after_interrupt_matches_uninterrupted(digits, tmp_path, key):
     resumed = cls(cfg, _ctx(digits, tmp_path / "b")).distill(digits, 1)
     assert resumed.meta["resumed_from"] == 2
     assert torch.equal(full.images, resumed.images)
+
+
+def test_selector_init_for_distillation(digits):
+    """`init: herding` (any selector) seeds a method with exactly that selector's choice."""
+    import torch
+
+    from benchmark.api import RunContext, get_method
+    from benchmark.budgets import BUDGETS
+    from benchmark.distill import initial_images
+    from benchmark.init import init_synset
+
+    tr = digits[0] if isinstance(digits, tuple) else digits
+    ctx = RunContext(device=torch.device("cpu"), seed=0, arch="ConvNet", info=tr.info, budget=BUDGETS.get("smoke"),
+                     workdir=__import__("pathlib").Path("/tmp/dbench-test-init"))
+    params = {"extractor": {"weights": "random"}}
+    x, y = initial_images("herding", tr, 2, torch.Generator().manual_seed(0), ctx, params)
+    ref = init_synset("herding", tr, 2, ctx, params=params)
+    assert torch.equal(x, ref.images) and y.tolist() == [c for c in range(10) for _ in range(2)]
+    cfg = get_method("dm").resolve_config("official", {"init": "kcenter", "init_params": params})
+    assert cfg.init == "kcenter"

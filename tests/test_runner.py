@@ -5,7 +5,7 @@ import torch
 
 from benchmark.api import CoresetSelector, Selection, register_method, METHODS
 from benchmark.grid import GridSpec, expand, load_grid
-from benchmark.runner import RunOptions, run_cells
+from benchmark.runner import run_cells
 from benchmark.store import ResultStore
 
 FIX = Path(__file__).parent / "fixtures"
