@@ -65,9 +65,9 @@ register_budget(Budget(
 register_budget(Budget(
     name="cpu",
     description="minutes per cell on 2 CPU cores: the protocol's eval epochs but at most ~1000 steps per net "
-                "(IPC 1/10 train exactly as the protocol), <=2 sets x <=2 nets, distillation <=1000 iterations, "
+                "(IPC 1/10 train exactly as the protocol), <=5 sets x <=2 nets, distillation <=1000 iterations, "
                 "selectors <=5 proxy epochs, full-data reference 1 epoch (at least 200 steps)",
-    eval_step_cap=1000, num_exp=2, num_eval=2, distill_iterations=1000, selector_epochs=5, full_epochs=1,
+    eval_step_cap=1000, num_exp=5, num_eval=2, distill_iterations=1000, selector_epochs=5, full_epochs=1,
     full_min_steps=200,
 ))
 register_budget(Budget(
