@@ -89,12 +89,13 @@ class DistillLoop:
         dt = now - self._t
         self.wall_s += dt
         n = it + 1
-        if n % self.log_every == 0 or n == self.total:
-            self.ctx.log({**{k: float(v) for k, v in metrics.items()}, "iter_time_s": dt, "wall_s": self.wall_s}, n)
         if self._bar is not None:
             self._bar.advance()
-            if "loss" in metrics:
-                self._bar.update(loss=float(metrics["loss"]))
+        if n % self.log_every == 0 or n == self.total:  # metrics may be tensors: synced only here
+            values = {k: float(v) for k, v in metrics.items()}
+            self.ctx.log({**values, "iter_time_s": dt, "wall_s": self.wall_s}, n)
+            if self._bar is not None and "loss" in values:
+                self._bar.update(loss=values["loss"])
         if (self.checkpoint_every and n % self.checkpoint_every == 0) or n == self.total:
             self.checkpoint(n, state)
         if self.eval_every and n % self.eval_every == 0 and n < self.total and self.ctx.evaluate and self.snapshot:

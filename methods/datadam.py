@@ -60,7 +60,7 @@ class DataDAM(DistillMethod):
         dsa_strategy: str | None = None
         aug_scope: Literal["class", "iteration"] = "class"
         eval_every: int = 0  # reference: 2000
-        log_every: int = 1
+        log_every: int = 10  # metrics are synced to the host only every log_every iterations
         checkpoint_every: int | None = None
 
     PRESETS = {
@@ -119,7 +119,7 @@ class DataDAM(DistillMethod):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                loop.done(it, {"loss": loss.item(), "loss_attention": l_att.item(), "loss_embed": l_emb.item()}, state)
+                loop.done(it, {"loss": loss.detach(), "loss_attention": l_att.detach(), "loss_embed": l_emb.detach()}, state)
         finally:
             loop.close()
         meta = {"resolved": r, "wall_s": loop.wall_s, "resumed_from": loop.resumed_from}

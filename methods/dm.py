@@ -73,7 +73,7 @@ class DM(DistillMethod):
         aug_scope: Literal["class", "iteration"] = "class"
         forward: Literal["batched", "per_class"] = "batched"
         eval_every: int = 0  # intermediate evaluation (when the runner provides one); reference: 2000
-        log_every: int = 1
+        log_every: int = 10  # metrics are synced to the host only every log_every iterations
         checkpoint_every: int | None = None  # None: the run context's default
 
     PRESETS = {
@@ -131,7 +131,7 @@ class DM(DistillMethod):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                loop.done(it, {"loss": loss.item() / k}, state)
+                loop.done(it, {"loss": loss.detach() / k}, state)
         finally:
             loop.close()
         meta = {"resolved": r, "wall_s": loop.wall_s, "resumed_from": loop.resumed_from,

@@ -129,7 +129,7 @@ class IDM(DistillMethod):
         dsa_strategy: str | None = None
         aug_scope: Literal["class", "iteration"] = "class"
         eval_every: int = 0
-        log_every: int = 1
+        log_every: int = 10  # metrics are synced to the host only every log_every iterations
         checkpoint_every: int | None = None
 
     PRESETS = {
@@ -276,8 +276,8 @@ def idm_image_steps(net, sampler, aug, syn, opt, k, ipc, batch_real, decode, ce_
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        tot_dm += l_dm.item()
-        tot_ce += l_ce.item()
+        tot_dm = tot_dm + l_dm.detach()
+        tot_ce = tot_ce + l_ce.detach()
     return tot_dm, tot_ce
 
 

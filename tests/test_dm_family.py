@@ -188,7 +188,7 @@ class _Kill(Exception):
 @pytest.mark.parametrize("key", ["dm", "idm", "datadam"])
 def test_resume_after_interrupt_matches_uninterrupted(digits, tmp_path, key):
     cls = get_method(key)
-    cfg = cls.resolve_config("official", {**_FAST[key], "iterations": 4, "checkpoint_every": 2})
+    cfg = cls.resolve_config("official", {**_FAST[key], "iterations": 4, "checkpoint_every": 2, "log_every": 1})
     full = cls(cfg, _ctx(digits, tmp_path / "a")).distill(digits, 1)
 
     def killer(metrics, step):
