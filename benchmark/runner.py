@@ -31,6 +31,7 @@ from .grid import Cell
 from .models import arch_display
 from .progress import NullProgress, Progress
 from .runtime import hardware, peak_cuda_mib, peak_rss_mib, select_device
+from .seed import derive_seed
 from .store import ResultStore
 from .synset import SyntheticSet
 from .tracking import NullTracker
@@ -54,7 +55,46 @@ class CellOutcome:
     error: str = ""
 
 
-def produce_synset(cell: Cell, real, store: ResultStore, device: torch.device, tracker, progress: Progress) -> tuple[SyntheticSet, float]:
+def intermediate_evaluator(cell: Cell, test, device: torch.device, curve: list[tuple[int, float]]):
+    """Accuracy-vs-iteration probe for methods with ``eval_every``: one network under the
+    cell's protocol and budget. For curves only; nothing is ever selected with it."""
+    info = test.info
+
+    def probe(s: SyntheticSet, it: int) -> dict[str, float]:
+        x, y = s.training_tensors()
+        proto = cell.protocol.resolve(info, cell.arch_eval)
+        proto = proto.model_copy(update={"epochs": cell.budget.eval_epochs_for(proto.epochs, len(y), proto.batch_size)})
+        settings = TrainSettings(device=device, precision=cell.precision, max_steps=cell.budget.eval_max_steps)  # type: ignore[arg-type]
+        r = evaluate(TensorSource(x, y).to(device), proto, cell.arch_eval, info, test,
+                     model_seeds(derive_seed(cell.seed, "curve", it), cell.arch_eval, 1), settings)
+        curve.append((it, r[0].test_acc))
+        return {"test_acc": r[0].test_acc}
+
+    return probe
+
+
+def save_curve_png(curve: list[tuple[int, float]], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    its, accs = zip(*sorted(curve))
+    ax.plot(its, accs, marker="o")
+    ax.set_xlabel("distillation iteration")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title, fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def produce_synset(cell: Cell, real, store: ResultStore, device: torch.device, tracker, progress: Progress,
+                   test=None) -> tuple[SyntheticSet, float]:
     """Load the cell's synthetic set from the store, or make it (selection or distillation)."""
     path = store.synset_path(cell.synset_hash)
     info = real.info
@@ -62,11 +102,13 @@ def produce_synset(cell: Cell, real, store: ResultStore, device: torch.device, t
         return SyntheticSet.load(path, info), 0.0
     cls = get_method(cell.method)
     cfg = cls.Config(**cell.method_config)
+    curve: list[tuple[int, float]] = []
     ctx = RunContext(
         device=device, seed=cell.seed, arch=cell.arch, info=info, budget=cell.budget,
         workdir=store.workdir(cell.synset_hash), precision=cell.precision, channels_last=cell.channels_last,
         log=lambda metrics, step: tracker.log_metrics({f"distill/{k}": v for k, v in metrics.items()}, step),
         progress=progress,
+        evaluate=intermediate_evaluator(cell, test, device, curve) if test is not None else None,
     )
     t0 = time.perf_counter()
     meta = {"method": cell.method, "method_preset": cell.method_preset, "ipc": cell.ipc, "arch": cell.arch,
@@ -80,6 +122,9 @@ def produce_synset(cell: Cell, real, store: ResultStore, device: torch.device, t
         check_synset(synset, info, cell.ipc, f"method '{cell.method}'")
         synset.meta.update(meta)
     elapsed = time.perf_counter() - t0
+    if curve:
+        synset.meta["curve"] = curve
+        tracker.log_artifact(save_curve_png(curve, store.root / "artifacts" / cell.hash / "accuracy_vs_iteration.png", cell.key))
     synset.save(path)
     return synset, elapsed
 
@@ -127,7 +172,7 @@ def run_cell(cell: Cell, store: ResultStore, tracker, opts: RunOptions, progress
             max_steps = cell.budget.full_max_steps
             n_train, n_stored = len(real), len(real)
         else:
-            synset, distill_time = produce_synset(cell, real, store, device, tracker, progress)
+            synset, distill_time = produce_synset(cell, real, store, device, tracker, progress, test)
             x, y = synset.training_tensors()
             source = TensorSource(x, y).to(device)
             n_train, n_stored = len(y), len(synset)

@@ -220,3 +220,19 @@ def test_selector_init_for_distillation(digits):
     assert torch.equal(x, ref.images) and y.tolist() == [c for c in range(10) for _ in range(2)]
     cfg = get_method("dm").resolve_config("official", {"init": "kcenter", "init_params": params})
     assert cfg.init == "kcenter"
+
+
+def test_intermediate_evaluation_curve(tmp_path):
+    """`eval_every` gives an accuracy-vs-iteration curve (metrics + PNG), from the runner."""
+    from benchmark.grid import GridSpec, expand
+    from benchmark.runner import run_cells
+    from benchmark.store import ResultStore
+    from benchmark.synset import SyntheticSet
+
+    g = GridSpec(name="curve", datasets=["digits"], ipc=[1], budget="smoke", budget_overrides={"distill_iterations": 4},
+                 methods=[{"name": "dm", "preset": "official", "params": {"eval_every": 2, "batch_real": 8}}])
+    store = ResultStore(tmp_path)
+    cell = expand(g)[0]
+    assert run_cells([cell], store)[0].status == "finished"
+    s = SyntheticSet.load(store.synset_path(cell.synset_hash))
+    assert [it for it, _ in s.meta["curve"]] == [2]  # every 2 iterations, not at the final one
