@@ -203,6 +203,7 @@ def train_model(
     if settings.max_steps is not None:
         total_steps = min(total_steps, settings.max_steps)
     milestones = {int(m * E) for m in p.milestones} if p.schedule == "multistep" else set()
+    scaler = torch.amp.GradScaler("cuda") if (settings.precision == "fp16" and dev.type == "cuda") else None
     bar = progress.task(f"{label} model {index}", total_steps)
     loss_sum = torch.zeros((), device=dev)
     loss_n = 0
@@ -229,8 +230,13 @@ def train_model(
                 else:
                     loss = F.cross_entropy(out, y) * mix[1] + F.cross_entropy(out, y[mix[0]]) * (1 - mix[1])
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is None:
+                loss.backward()
+                opt.step()
+            else:  # fp16 AMP on CUDA: scaled loss, unscaled step
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
             loss_sum += loss.detach().float()
             loss_n += 1
             step += 1
