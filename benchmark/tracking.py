@@ -45,9 +45,10 @@ class MlflowTracker(NullTracker):
     def __init__(self, uri: str, artifact_root: Path | None = None):
         import logging
 
-        logging.getLogger("alembic").setLevel(logging.WARNING)
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient
+
+        for name in ("alembic", "mlflow", "mlflow.store.db.utils"):  # after import: mlflow sets its own levels
+            logging.getLogger(name).setLevel(logging.WARNING)
 
         self.uri = uri
         self.artifact_root = artifact_root
