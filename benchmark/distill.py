@@ -30,6 +30,7 @@ from .api import RunContext
 from .data import RealData
 from .errors import ArtifactError
 from .samplers import ClassRandomSampler
+from .synset import SyntheticSet
 
 # --------------------------------------------------------------------------- the loop
 
@@ -111,6 +112,56 @@ class DistillLoop:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class ImageMatchingRun:
+    """Everything DM-style single-level methods share: the synthetic images (plain
+    parameterisation) and their SGD optimizer, the class sampler, Siamese DSA, the
+    generators, checkpoint state/restore, and the :class:`DistillLoop` (resumed).
+
+    Generator streams are ``<key>/init``, ``<key>/real`` and ``<key>/aug``. A method runs
+    ``for it in run.loop.iterations(run.start): ... run.step(loss, it, metrics)`` and
+    returns ``run.result(meta)``."""
+
+    def __init__(self, key: str, version: str, ctx: RunContext, cfg, real: RealData, ipc: int, resolved: dict):
+        info = real.info
+        self.ctx, self.info = ctx, info
+        g_init, g_real, g_aug = (ctx.generator(f"{key}/{s}") for s in ("init", "real", "aug"))
+        x0, self.labels = initial_images(cfg.init, real, ipc, g_init, ctx, cfg.init_params)
+        self.syn = x0.to(ctx.device).requires_grad_(True)
+        self.opt = torch.optim.SGD([self.syn], lr=resolved["lr_img"], momentum=cfg.momentum_img)
+        self.sampler = ClassRandomSampler(real, g_real, ctx.device)
+        self.aug = SiameseAug(resolved["dsa_strategy"], info.im_size, g_aug, cfg.aug_scope)
+        self.gens = {"real": g_real, "aug": g_aug}
+        self.loop = DistillLoop(ctx, key, resolved["iterations"],
+                                fingerprint=f"{key}/{version}/{cfg.model_dump_json()}/ipc{ipc}/{resolved}",
+                                eval_every=cfg.eval_every, log_every=cfg.log_every,
+                                checkpoint_every=cfg.checkpoint_every, snapshot=self.snapshot)
+        self.start = self.loop.resume(self.restore)
+
+    def state(self) -> dict[str, Any]:
+        return {"images": self.syn.detach().cpu(), "opt": self.opt.state_dict(), **generator_states(self.gens)}
+
+    def restore(self, s: dict[str, Any]) -> None:
+        with torch.no_grad():
+            self.syn.copy_(s["images"].to(self.ctx.device))
+        self.opt.load_state_dict(s["opt"])
+        restore_generators(self.gens, s)
+
+    def snapshot(self) -> SyntheticSet:
+        return SyntheticSet(self.syn.detach().cpu().clone(), self.labels.clone(), self.info.name, self.info.mean,
+                            self.info.std)
+
+    def step(self, loss: torch.Tensor, it: int, metrics: Mapping[str, Any]) -> None:
+        """One image update, then bookkeeping (logging, checkpoint, intermediate eval)."""
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.loop.done(it, metrics, self.state)
+
+    def result(self, meta: dict[str, Any]) -> SyntheticSet:
+        meta = {**meta, "wall_s": self.loop.wall_s, "resumed_from": self.loop.resumed_from}
+        return SyntheticSet(self.syn.detach().cpu(), self.labels, self.info.name, self.info.mean, self.info.std, meta=meta)
 
 
 def generator_states(gens: Mapping[str, torch.Generator]) -> dict[str, torch.Tensor]:

@@ -27,8 +27,7 @@ import torch
 
 from benchmark.api import ComponentConfig, DistillMethod, register_method
 from benchmark.data import RealData
-from benchmark.distill import (DistillLoop, SiameseAug, activations, freeze, generator_states, initial_images,
-                               restore_generators)
+from benchmark.distill import ImageMatchingRun, SiameseAug, activations, freeze
 from benchmark.losses import attention_match, mean_embedding_mmd
 from benchmark.runtime import autocast, channels_last
 from benchmark.samplers import ClassRandomSampler
@@ -82,48 +81,20 @@ class DataDAM(DistillMethod):
         }
 
     def distill(self, real: RealData, ipc: int) -> SyntheticSet:
-        ctx, cfg, info = self.ctx, self.cfg, real.info
+        ctx, cfg = self.ctx, self.cfg
         r = self.resolved(ipc)
         k = real.num_classes
-        g_init, g_real, g_aug = ctx.generator("datadam/init"), ctx.generator("datadam/real"), ctx.generator("datadam/aug")
-        x0, labels = initial_images(cfg.init, real, ipc, g_init, ctx, cfg.init_params)
-        syn = x0.to(ctx.device).requires_grad_(True)
-        opt = torch.optim.SGD([syn], lr=r["lr_img"], momentum=cfg.momentum_img)
-        sampler = ClassRandomSampler(real, g_real, ctx.device)
-        aug = SiameseAug(r["dsa_strategy"], info.im_size, g_aug, cfg.aug_scope)
-        gens = {"real": g_real, "aug": g_aug}
-
-        def state():
-            return {"images": syn.detach().cpu(), "opt": opt.state_dict(), **generator_states(gens)}
-
-        def restore(s):
-            with torch.no_grad():
-                syn.copy_(s["images"].to(ctx.device))
-            opt.load_state_dict(s["opt"])
-            restore_generators(gens, s)
-
-        def snapshot():
-            return SyntheticSet(syn.detach().cpu().clone(), labels.clone(), info.name, info.mean, info.std)
-
-        loop = DistillLoop(ctx, "datadam", r["iterations"],
-                           fingerprint=f"datadam/{self.version}/{cfg.model_dump_json()}/ipc{ipc}/{r}",
-                           eval_every=cfg.eval_every, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
-                           snapshot=snapshot)
-        start = loop.resume(restore)
+        run = ImageMatchingRun("datadam", self.version, ctx, cfg, real, ipc, r)
         try:
-            for it in loop.iterations(start):
+            for it in run.loop.iterations(run.start):
                 net = freeze(ctx.new_model(f"datadam/net/{it}", r["arch"])).train()
-                l_att, l_emb = datadam_loss(net, sampler, aug, syn, k, cfg.batch_real, cfg.power, cfg.attention_norm,
-                                            ctx.device, ctx.precision, ctx.channels_last)
+                l_att, l_emb = datadam_loss(net, run.sampler, run.aug, run.syn, k, cfg.batch_real, cfg.power,
+                                            cfg.attention_norm, ctx.device, ctx.precision, ctx.channels_last)
                 loss = cfg.attention_weight * (l_att + cfg.task_balance * l_emb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                loop.done(it, {"loss": loss.detach(), "loss_attention": l_att.detach(), "loss_embed": l_emb.detach()}, state)
+                run.step(loss, it, {"loss": loss.detach(), "loss_attention": l_att.detach(), "loss_embed": l_emb.detach()})
         finally:
-            loop.close()
-        meta = {"resolved": r, "wall_s": loop.wall_s, "resumed_from": loop.resumed_from}
-        return SyntheticSet(syn.detach().cpu(), labels, info.name, info.mean, info.std, meta=meta)
+            run.loop.close()
+        return run.result({"resolved": r})
 
 
 def datadam_loss(net, sampler: ClassRandomSampler, aug: SiameseAug, syn: torch.Tensor, k: int, batch_real: int,

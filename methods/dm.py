@@ -26,8 +26,7 @@ import torch
 
 from benchmark.api import ComponentConfig, DistillMethod, register_method
 from benchmark.data import RealData
-from benchmark.distill import (DistillLoop, SiameseAug, freeze, generator_states, initial_images,
-                               restore_generators)
+from benchmark.distill import ImageMatchingRun, SiameseAug, freeze
 from benchmark.losses import mean_embedding_mmd
 from benchmark.runtime import autocast, channels_last
 from benchmark.samplers import ClassRandomSampler
@@ -96,47 +95,19 @@ class DM(DistillMethod):
 
     # ---------------------------------------------------------------------- distill
     def distill(self, real: RealData, ipc: int) -> SyntheticSet:
-        ctx, cfg, info = self.ctx, self.cfg, real.info
+        ctx, cfg = self.ctx, self.cfg
         r = self.resolved(ipc)
         k = real.num_classes
-        g_init, g_real, g_aug = ctx.generator("dm/init"), ctx.generator("dm/real"), ctx.generator("dm/aug")
-        x0, labels = initial_images(cfg.init, real, ipc, g_init, ctx, cfg.init_params)
-        syn = x0.to(ctx.device).requires_grad_(True)
-        opt = torch.optim.SGD([syn], lr=r["lr_img"], momentum=cfg.momentum_img)
-        sampler = ClassRandomSampler(real, g_real, ctx.device)
-        aug = SiameseAug(r["dsa_strategy"], info.im_size, g_aug, cfg.aug_scope)
-        gens = {"real": g_real, "aug": g_aug}
-
-        def state():
-            return {"images": syn.detach().cpu(), "opt": opt.state_dict(), **generator_states(gens)}
-
-        def restore(s):
-            with torch.no_grad():
-                syn.copy_(s["images"].to(ctx.device))
-            opt.load_state_dict(s["opt"])
-            restore_generators(gens, s)
-
-        def snapshot():
-            return SyntheticSet(syn.detach().cpu().clone(), labels.clone(), info.name, info.mean, info.std)
-
-        loop = DistillLoop(ctx, "dm", r["iterations"], fingerprint=f"dm/{self.version}/{cfg.model_dump_json()}/ipc{ipc}/{r}",
-                           eval_every=cfg.eval_every, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
-                           snapshot=snapshot)
-        start = loop.resume(restore)
+        run = ImageMatchingRun("dm", self.version, ctx, cfg, real, ipc, r)
         try:
-            for it in loop.iterations(start):
+            for it in run.loop.iterations(run.start):
                 net = freeze(ctx.new_model(f"dm/net/{it}")).train()
-                loss = dm_loss(net, sampler, aug, syn, k, ipc, cfg.batch_real, cfg.forward, ctx.device,
+                loss = dm_loss(net, run.sampler, run.aug, run.syn, k, ipc, cfg.batch_real, cfg.forward, ctx.device,
                                ctx.precision, ctx.channels_last)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                loop.done(it, {"loss": loss.detach() / k}, state)
+                run.step(loss, it, {"loss": loss.detach() / k})
         finally:
-            loop.close()
-        meta = {"resolved": r, "wall_s": loop.wall_s, "resumed_from": loop.resumed_from,
-                "provenance": SETTINGS["provenance"]}
-        return SyntheticSet(syn.detach().cpu(), labels, info.name, info.mean, info.std, meta=meta)
+            run.loop.close()
+        return run.result({"resolved": r, "provenance": SETTINGS["provenance"]})
 
 
 def dm_loss(net, sampler: ClassRandomSampler, aug: SiameseAug, syn: torch.Tensor, k: int, ipc: int, batch_real: int,
