@@ -90,7 +90,7 @@ def pivot(board: pd.DataFrame) -> pd.DataFrame:
         return board
     b = board.copy()
     b["ours"] = b.apply(lambda r: f"{_fmt(r.acc_mean, r.acc_std)} (n={r.n})", axis=1)
-    b["cell"] = b.apply(lambda r: r.ours + (f" | paper {r.paper}" if r.paper else ""), axis=1)
+    b["cell"] = b.apply(lambda r: r.ours + (f"; paper {r.paper}" if r.paper else ""), axis=1)
     b["IPC"] = b.ipc.map(lambda i: "all" if int(i) == 0 else str(int(i)))
     # variants (presets) of one method stay on separate rows: "Herding [deepcore]"
     b["method_display"] = [d if "." not in m else f"{d} [{m.split('.', 1)[1]}]" for d, m in zip(b.method_display, b.method)]

@@ -26,7 +26,7 @@ def test_published_match_whole_dataset_and_missing():
 def test_render_formats():
     b = leaderboard(_rows())
     md = render(b, "md")
-    assert "62.0 ± 1.6 (n=3) | paper 64.9 ± 3.5" in md
+    assert "62.0 ± 1.6 (n=3); paper 64.9 ± 3.5" in md
     csv = render(b, "csv")
     assert pd.read_csv(__import__("io").StringIO(csv)).shape == (2, len(TIDY_COLUMNS))
     assert "tabular" in render(b, "latex")
