@@ -136,3 +136,13 @@ def test_real_mnist_and_cifar10(shared_data):
     t = load_dataset("cifar10", False, src)
     assert t.labels[:5].tolist() == [3, 8, 8, 0, 6]
     assert npz_content_sha256(shared_data / "cifar10_test.npz").startswith("8bf1f29a")
+
+
+def test_fashion_mnist_from_debian_package(tmp_path):
+    """`apt-get install dataset-fashion-mnist` puts the IDX .gz files where dbench looks."""
+    from pathlib import Path
+
+    if not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    d = load_dataset("fashion_mnist", False, DataSource(tmp_path / "empty", download=False))
+    assert d.images.shape == (10000, 1, 28, 28) and [len(c) for c in d.class_indices] == [1000] * 10
