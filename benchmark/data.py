@@ -175,15 +175,20 @@ class RealSubset:
 # ------------------------------------------------------------------------ loading API
 
 
+def _to_nchw(x: np.ndarray) -> np.ndarray:
+    """[N,H,W] or [N,H,W,C] (C in 1, 3) -> [N,C,H,W]; [N,C,H,W] passes through."""
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        return x.transpose(0, 3, 1, 2)
+    return x
+
+
 @lru_cache(maxsize=8)
 def _load_cached(name: str, train: bool, source: DataSource) -> RealData:
     entry = get_dataset_entry(name)
     x, y = entry.loader(source, train)
-    x = np.asarray(x)
-    if x.ndim == 3:
-        x = x[:, None]
-    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-        x = x.transpose(0, 3, 1, 2)
+    x = _to_nchw(np.asarray(x))
     info = entry.info
     if x.shape[1:] != (info.channels, *info.im_size):
         raise DbenchError(
@@ -499,7 +504,7 @@ def _custom_entry(spec: str) -> DatasetEntry:
             return _read_image_folder(path / ("train" if train else "test"))
 
     x, y = loader(DataSource(), True)
-    x = x[:, None] if x.ndim == 3 else (x.transpose(0, 3, 1, 2) if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3) else x)
+    x = _to_nchw(x)
     xf = x.astype(np.float64) / 255.0
     mean = tuple(float(v) for v in xf.mean(axis=(0, 2, 3)))
     std = tuple(float(v) for v in xf.std(axis=(0, 2, 3)))
