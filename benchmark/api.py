@@ -61,6 +61,9 @@ class RunContext:
     checkpoint_every: int = 100
     # optional intermediate evaluation: (synthetic set, iteration) -> accuracy dict
     evaluate: Callable[[SyntheticSet, int], Mapping[str, float]] | None = None
+    # accuracy-vs-iteration points (iteration, test_acc, distill wall s) filled by DistillLoop
+    # (kept across resumes through its checkpoint); the runner stores and plots them
+    curve: list = field(default_factory=list)
 
     def generator(self, stream: str) -> torch.Generator:
         return make_generator(self.seed, stream)

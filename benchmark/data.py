@@ -138,6 +138,10 @@ class RealData:
     def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         return self.normalize(self.images[idx], device), self.labels[idx].to(device)
 
+    def pixels(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+        """uint8 -> float in [0, 1] (the IDC lineage's pixel space), not normalised."""
+        return self.images[idx].to(device, non_blocking=True).float().div_(255.0)
+
     def images_of(self, c: int, n: int, generator: torch.Generator, device="cpu") -> torch.Tensor:
         """DC-style class sampler: a random permutation of class c, first n (whole class if n is larger)."""
         idx = self.class_indices[c]

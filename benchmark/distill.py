@@ -74,6 +74,7 @@ class DistillLoop:
             raise ArtifactError(f"{self.ctx.checkpoint_path}: checkpoint belongs to a different configuration "
                                 f"({state.get('loop/fingerprint')!r} != {self.fingerprint!r}); delete it to restart.")
         restore(state)
+        self.ctx.curve[:] = [tuple(p) for p in state.get("loop/curve", [])]
         self.wall_s = float(state.get("loop/wall_s", 0.0))
         self.resumed_from = int(state["loop/iteration"])
         return self.resumed_from
@@ -82,8 +83,20 @@ class DistillLoop:
         self._bar = self.ctx.progress.task(f"{self.name} distill", self.total)
         if start:
             self._bar.advance(start)
+        elif self.eval_every:  # the curve starts at the initial set (iteration 0)
+            self._evaluate(0)
         self._t = time.perf_counter()
         return iter(range(start, self.total))
+
+    def _evaluate(self, n: int) -> None:
+        if not (self.ctx.evaluate and self.snapshot):
+            return
+        s = self.snapshot()
+        s.meta["wall_s"] = self.wall_s  # distillation time so far (accuracy vs wall time)
+        accs = self.ctx.evaluate(s, n)
+        self.ctx.log({f"eval/{k}": float(v) for k, v in accs.items()}, n)
+        if "test_acc" in accs:
+            self.ctx.curve.append((n, float(accs["test_acc"]), float(self.wall_s)))
 
     def done(self, it: int, metrics: Mapping[str, float], state: Callable[[], dict[str, Any]]) -> None:
         now = time.perf_counter()
@@ -99,13 +112,13 @@ class DistillLoop:
                 self._bar.update(loss=values["loss"])
         if (self.checkpoint_every and n % self.checkpoint_every == 0) or n == self.total:
             self.checkpoint(n, state)
-        if self.eval_every and n % self.eval_every == 0 and n < self.total and self.ctx.evaluate and self.snapshot:
-            accs = self.ctx.evaluate(self.snapshot(), n)
-            self.ctx.log({f"eval/{k}": float(v) for k, v in accs.items()}, n)
+        if self.eval_every and n % self.eval_every == 0 and n < self.total:
+            self._evaluate(n)
         self._t = time.perf_counter()  # evaluation / checkpoint time is not iteration time
 
     def checkpoint(self, n: int, state: Callable[[], dict[str, Any]]) -> None:
         self.ctx.save_checkpoint({**state(), "loop/iteration": n, "loop/wall_s": self.wall_s,
+                                  "loop/curve": [list(p) for p in self.ctx.curve],
                                   "loop/fingerprint": self.fingerprint})
 
     def close(self) -> None:

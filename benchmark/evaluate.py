@@ -64,12 +64,15 @@ class EvalProtocol(BaseModel):
                 upd = {"aug": "none", "epochs": 300}
         elif self.rule == "idc":
             strat = self.dsa_strategy or "color_crop_cutout_flip_scale_rotate"
+            cutmix = self.cutmix_p
+            if info.name == "mnist":  # IDC on MNIST (factor 2): no CutMix anywhere, color_crop_scale_rotate
+                cutmix, strat = 0.0, "color_crop_scale_rotate"
             ops = A.parse_strategy(strat)
-            if self.cutmix_p > 0:
+            if cutmix > 0:
                 ops = [o for o in ops if o != "cutout"]
             if info.is_digits:
                 ops = [o for o in ops if o != "flip"]
-            upd = {"dsa_strategy": "_".join(ops)}
+            upd = {"dsa_strategy": "_".join(ops), "cutmix_p": cutmix}
         if self.aug in ("dsa", "idc_dsa") and self.dsa_strategy is None and "dsa_strategy" not in upd:
             upd["dsa_strategy"] = info.dsa_strategy
         return self.model_copy(update={**upd, "rule": "none"}) if upd or self.rule != "none" else self
@@ -107,7 +110,8 @@ register_profile(EvalProtocol(
 register_profile(EvalProtocol(
     name="idc", rule="idc", aug="idc_dsa", epochs=1000, batch_size=64, schedule="multistep", extra_epoch=False,
     milestones=(2 / 3, 5 / 6), gamma=0.2, cutmix_p=0.5,
-    description="IDC/DREAM: 1000 epochs, bs 64, IDC DSA composition (no cutout, no flip on digits) + CutMix p .5, MultiStep [2/3,5/6] x0.2",
+    description="IDC/DREAM: 1000 epochs, bs 64, IDC DSA composition (no cutout, no flip on digits) + CutMix p .5 "
+                "(MNIST: no CutMix, color_crop_scale_rotate), MultiStep [2/3,5/6] x0.2",
     provenance="snu-mllab/Efficient-Dataset-Condensation@ceac95a train.py, argument.py (@086273c epoch rule)"))
 
 

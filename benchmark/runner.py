@@ -55,7 +55,7 @@ class CellOutcome:
     error: str = ""
 
 
-def intermediate_evaluator(cell: Cell, test, device: torch.device, curve: list[tuple[int, float]]):
+def intermediate_evaluator(cell: Cell, test, device: torch.device):
     """Accuracy-vs-iteration probe for methods with ``eval_every``: one network under the
     cell's protocol and budget. For curves only; nothing is ever selected with it."""
     info = test.info
@@ -67,20 +67,19 @@ def intermediate_evaluator(cell: Cell, test, device: torch.device, curve: list[t
         settings = TrainSettings(device=device, precision=cell.precision, max_steps=cell.budget.eval_max_steps)  # type: ignore[arg-type]
         r = evaluate(TensorSource(x, y).to(device), proto, cell.arch_eval, info, test,
                      model_seeds(derive_seed(cell.seed, "curve", it), cell.arch_eval, 1), settings)
-        curve.append((it, r[0].test_acc))
         return {"test_acc": r[0].test_acc}
 
     return probe
 
 
-def save_curve_png(curve: list[tuple[int, float]], path: Path, title: str) -> Path:
+def save_curve_png(curve: list, path: Path, title: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    its, accs = zip(*sorted(curve))
+    its, accs = zip(*[(p[0], p[1]) for p in sorted(curve)])
     ax.plot(its, accs, marker="o")
     ax.set_xlabel("distillation iteration")
     ax.set_ylabel("test accuracy (%)")
@@ -102,13 +101,12 @@ def produce_synset(cell: Cell, real, store: ResultStore, device: torch.device, t
         return SyntheticSet.load(path, info), 0.0
     cls = get_method(cell.method)
     cfg = cls.Config(**cell.method_config)
-    curve: list[tuple[int, float]] = []
     ctx = RunContext(
         device=device, seed=cell.seed, arch=cell.arch, info=info, budget=cell.budget,
         workdir=store.workdir(cell.synset_hash), precision=cell.precision, channels_last=cell.channels_last,
         log=lambda metrics, step: tracker.log_metrics({f"distill/{k}": v for k, v in metrics.items()}, step),
         progress=progress,
-        evaluate=intermediate_evaluator(cell, test, device, curve) if test is not None else None,
+        evaluate=intermediate_evaluator(cell, test, device) if test is not None else None,
     )
     t0 = time.perf_counter()
     meta = {"method": cell.method, "method_preset": cell.method_preset, "ipc": cell.ipc, "arch": cell.arch,
@@ -122,6 +120,7 @@ def produce_synset(cell: Cell, real, store: ResultStore, device: torch.device, t
         check_synset(synset, info, cell.ipc, f"method '{cell.method}'")
         synset.meta.update(meta)
     elapsed = time.perf_counter() - t0
+    curve = [list(p) for p in ctx.curve]
     if curve:
         synset.meta["curve"] = curve
         tracker.log_artifact(save_curve_png(curve, store.root / "artifacts" / cell.hash / "accuracy_vs_iteration.png", cell.key))

@@ -235,4 +235,6 @@ def test_intermediate_evaluation_curve(tmp_path):
     cell = expand(g)[0]
     assert run_cells([cell], store)[0].status == "finished"
     s = SyntheticSet.load(store.synset_path(cell.synset_hash))
-    assert [it for it, _ in s.meta["curve"]] == [2]  # every 2 iterations, not at the final one
+    # the initial set, then every 2 iterations, not at the final one; (iteration, acc, distill wall s)
+    assert [p[0] for p in s.meta["curve"]] == [0, 2]
+    assert s.meta["curve"][0][2] == 0.0 and s.meta["curve"][1][2] > 0
