@@ -155,13 +155,21 @@ def table(
     only: OnlyOpt = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="md, latex or csv (tidy).")] = "md",
     out: Annotated[Optional[Path], typer.Option("--out", help="Also write <name>.md/.tex/.csv into this folder.")] = None,
+    view: Annotated[str, typer.Option("--view", help="leaderboard, or efficiency: accuracy vs distillation "
+                                      "iteration and the iterations each method needs to reach its baseline "
+                                      "(IDC for DREAM/DREAM+; the ordinary sampler for `sampler: representative`); "
+                                      "with --out also a PNG plot.")] = "leaderboard",
     results_dir: ResultsOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Regenerate the leaderboard from saved results (nothing is rerun)."""
+    from .errors import ConfigError
     from .grid import expand, load_grid, parse_only
     from .store import ResultStore, atomic_write_text
-    from .tables import leaderboard, render
+    from .tables import efficiency, leaderboard, plot_efficiency, render, render_efficiency
+
+    if view not in ("leaderboard", "efficiency"):
+        raise ConfigError(f"--view {view}: use leaderboard or efficiency.")
 
     store = ResultStore(results_dir)
     filt = parse_only(only)
@@ -173,12 +181,22 @@ def table(
     else:
         rows = [r for r in store.iter_rows() if _row_matches(r, filt)]
         name = "all"
-    board = leaderboard(rows)
-    text = render(board, fmt)
-    if out is not None:
-        for f, ext in (("md", "md"), ("latex", "tex"), ("csv", "csv")):
-            atomic_write_text(out / f"{name}.{ext}", render(board, f) + "\n")
-        err_console.print(f"wrote {out}/{name}.md, .tex, .csv")
+    if view == "efficiency":
+        curves = {h: store.synset_meta(h) for h in {r["synset_hash"] for r in rows}}
+        board = efficiency(rows, curves)
+        text = render_efficiency(board, fmt)
+        if out is not None:
+            for f, ext in (("md", "md"), ("latex", "tex"), ("csv", "csv")):
+                atomic_write_text(out / f"{name}_efficiency.{ext}", render_efficiency(board, f) + "\n")
+            plot_efficiency(rows, curves, out / f"{name}_efficiency.png")
+            err_console.print(f"wrote {out}/{name}_efficiency.md, .tex, .csv, .png")
+    else:
+        board = leaderboard(rows)
+        text = render(board, fmt)
+        if out is not None:
+            for f, ext in (("md", "md"), ("latex", "tex"), ("csv", "csv")):
+                atomic_write_text(out / f"{name}.{ext}", render(board, f) + "\n")
+            err_console.print(f"wrote {out}/{name}.md, .tex, .csv")
     if fmt == "csv":
         sys.stdout.write(text)
     else:

@@ -87,6 +87,20 @@ class ResultStore:
         p = self.root / "cells" / f"{cell_hash}.json"
         return json.loads(p.read_text()) if p.exists() else None
 
+    def synset_meta(self, synset_hash: str) -> dict[str, Any]:
+        """The ``meta`` of a stored synthetic set (read from its manifest, tensors not loaded);
+        {} if the set is missing or unreadable."""
+        p = self.synset_path(synset_hash)
+        if not p.exists():
+            return {}
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(p), framework="pt") as f:
+                return json.loads((f.metadata() or {}).get("dbench", "{}")).get("meta", {})
+        except Exception:  # noqa: BLE001 - a table must not die on one unreadable artifact
+            return {}
+
     def iter_rows(self, cell_hashes: set[str] | None = None) -> Iterator[dict[str, Any]]:
         base = self.root / "rows"
         if not base.exists():

@@ -110,3 +110,135 @@ def render(board: pd.DataFrame, fmt: str = "md") -> str:
     if fmt == "latex":
         return view.to_latex(index=False, escape=True) if not view.empty else "% no results"
     raise DbenchError(f"unknown table format {fmt!r}; use md, latex or csv.")
+
+
+# ------------------------------------------------------------------------- efficiency
+
+EFFICIENCY_COLUMNS = ["method", "dataset", "ipc", "arch", "preset", "budget", "acc_mean", "acc_std", "n", "iterations",
+                      "distill_s", "baseline", "baseline_acc", "baseline_iterations", "iters_to_baseline",
+                      "speedup", "wall_s_to_baseline", "curve_points"]
+_IDC_LINEAGE = ("idc", "dream", "dream_plus")
+
+
+def baseline_label(method_name: str, config: dict, labels: dict[str, dict]) -> str | None:
+    """The cell an efficiency row is compared with: IDC for DREAM / DREAM+ (and IDC with the
+    representative sampler); for any other method with ``sampler: representative`` the same
+    method with its ordinary sampler; ``None`` for the baselines themselves."""
+    rep = config.get("sampler") == "representative"
+    if method_name in ("dream", "dream_plus") or (method_name == "idc" and rep):
+        want = ("idc", False)
+    elif rep:
+        want = (method_name, False)
+    else:
+        return None
+    for label, info in labels.items():
+        if info["method_name"] == want[0] and (info["config"].get("sampler") == "representative") == want[1]:
+            return label
+    return None
+
+
+def _iters_to(curve: list[tuple[float, float, float]], target: float) -> tuple[float, float]:
+    for it, acc, wall in sorted(curve):
+        if acc >= target:
+            return it, wall
+    return float("nan"), float("nan")
+
+
+def efficiency(rows: Iterable[dict] | pd.DataFrame, curves: dict[str, dict]) -> pd.DataFrame:
+    """Accuracy-vs-iteration efficiency (DREAM / DREAM+ claims): per method cell, its final
+    accuracy (mean over all evaluation networks), and the first iteration at which its curve
+    reaches its baseline's final accuracy. ``curves`` maps a synset hash to
+    ``{"curve": [(iteration, acc, distill_wall_s), ...], "iterations": N, "wall_s": s}``;
+    curve points are single-network probes (the ``eval_every`` evaluations), the last point
+    is the final mean. Baselines: see :func:`baseline_label`."""
+    df = rows if isinstance(rows, pd.DataFrame) else records_to_frame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=EFFICIENCY_COLUMNS)
+    df = df[df.method_kind == "distill"]
+    out = []
+    for key, grp in df.groupby(["dataset", "ipc", "arch", "preset", "budget"], sort=True):
+        labels: dict[str, dict] = {}
+        for label, cell in grp.groupby("method", sort=True):
+            first = cell.iloc[0]
+            accs = cell.test_acc.astype(float)
+            meta = [curves.get(h, {}) for h in sorted(set(cell.synset_hash))]
+            iters = max((m.get("iterations") or 0) for m in meta) if meta else 0
+            pts: dict[float, list] = {}
+            for m in meta:  # several sets: average their probes per iteration
+                for it, acc, wall in m.get("curve", []):
+                    pts.setdefault(float(it), []).append((float(acc), float(wall)))
+            curve = [(it, sum(a for a, _ in v) / len(v), sum(w for _, w in v) / len(v)) for it, v in sorted(pts.items())]
+            wall = sum(float(m.get("wall_s") or 0) for m in meta) / max(len(meta), 1)
+            curve.append((float(iters), float(accs.mean()), wall))
+            labels[label] = {"method_name": first.method_name, "config": first.method_config or {},
+                             "acc": float(accs.mean()), "std": float(accs.std(ddof=0)), "n": len(accs),
+                             "iters": iters, "wall": wall, "curve": curve, "n_probes": len(curve) - 1}
+        for label, info in labels.items():
+            base = baseline_label(info["method_name"], info["config"], labels)
+            row = {"method": label, "dataset": key[0], "ipc": key[1], "arch": key[2], "preset": key[3], "budget": key[4],
+                   "acc_mean": info["acc"], "acc_std": info["std"], "n": info["n"], "iterations": info["iters"],
+                   "distill_s": info["wall"], "baseline": base or "", "baseline_acc": float("nan"),
+                   "baseline_iterations": float("nan"), "iters_to_baseline": float("nan"), "speedup": float("nan"),
+                   "wall_s_to_baseline": float("nan"), "curve_points": info["n_probes"] + 1}
+            if base:
+                b = labels[base]
+                it, w = _iters_to(info["curve"], b["acc"])
+                row.update(baseline_acc=b["acc"], baseline_iterations=b["iters"], iters_to_baseline=it,
+                           wall_s_to_baseline=w, speedup=(b["iters"] / it) if it and it == it else float("nan"))
+            out.append(row)
+    return pd.DataFrame(out, columns=EFFICIENCY_COLUMNS)
+
+
+def render_efficiency(eff: pd.DataFrame, fmt: str = "md") -> str:
+    if fmt == "csv":
+        return eff.to_csv(index=False, float_format="%.4f")
+    v = eff.copy()
+    v["acc"] = [_fmt(a, s) + f" (n={n})" for a, s, n in zip(v.acc_mean, v.acc_std, v.n)]
+
+    def num(x, f="{:.0f}"):
+        return "" if x != x else f.format(x)
+
+    v["reaches baseline at"] = [("never (" + str(int(i)) + " run)" if b and t != t else num(t))
+                                for b, t, i in zip(v.baseline, v.iters_to_baseline, v.iterations)]
+    v["speedup"] = [num(s, "{:.1f}x") for s in v.speedup]
+    v["baseline_acc"] = [num(a, "{:.1f}") for a in v.baseline_acc]
+    v["distill_s"] = [num(a) for a in v.distill_s]
+    v["wall_s_to_baseline"] = [num(a) for a in v.wall_s_to_baseline]
+    cols = ["dataset", "ipc", "preset", "budget", "method", "acc", "iterations", "distill_s", "baseline", "baseline_acc",
+            "reaches baseline at", "speedup", "wall_s_to_baseline", "curve_points"]
+    view = v[cols]
+    if fmt == "md":
+        return view.to_markdown(index=False) if not view.empty else "(no distillation results)"
+    if fmt == "latex":
+        return view.to_latex(index=False, escape=True)
+    raise DbenchError(f"unknown table format {fmt!r}; use md, latex or csv.")
+
+
+def plot_efficiency(rows: Iterable[dict] | pd.DataFrame, curves: dict[str, dict], path: Path) -> Path:
+    """Accuracy vs distillation iteration, one panel per (dataset, ipc, preset)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = rows if isinstance(rows, pd.DataFrame) else records_to_frame(rows)
+    df = df[df.method_kind == "distill"]
+    groups = list(df.groupby(["dataset", "ipc", "preset", "budget"], sort=True))
+    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(5.5 * max(len(groups), 1), 3.8), squeeze=False)
+    for ax, (key, grp) in zip(axes[0], groups):
+        for label, cell in grp.groupby("method", sort=True):
+            h = sorted(set(cell.synset_hash))[0]
+            m = curves.get(h, {})
+            pts = sorted((float(i), float(a)) for i, a, _ in m.get("curve", []))
+            pts.append((float(m.get("iterations") or 0), float(cell.test_acc.mean())))
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        ax.set_title(f"{key[0]} IPC {key[1]} ({key[2]}, {key[3]})", fontsize=9)
+        ax.set_xlabel("distillation iteration")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -303,3 +303,65 @@ def test_representative_sampler_plugs_into_dc(digits, tmp_path):
             _ctx(digits, tmp_path / "b")).distill(digits, 1)
     assert not torch.equal(a.images, b.images)
     assert torch.isfinite(b.images).all()
+
+
+# ---------------------------------------------------------------------- efficiency view
+
+
+def _row(method, name, sampler, acc, synset, kind="distill"):
+    return {"method": method, "method_name": name, "method_config": {"sampler": sampler}, "method_kind": kind,
+            "dataset": "mnist", "ipc": 1, "arch": "ConvNet", "preset": "idc", "budget": "cpu", "test_acc": acc,
+            "synset_hash": synset}
+
+
+def test_efficiency_iterations_to_reach_the_baseline():
+    from benchmark.tables import efficiency, render_efficiency
+
+    rows = [_row("idc.official", "idc", "cyclic", a, "h_idc") for a in (80.0, 82.0)]  # IDC final: 81
+    rows += [_row("dream.official", "dream", "representative", a, "h_dream") for a in (85.0, 86.0)]
+    rows += [_row("dream_plus.official", "dream_plus", "representative", 70.0, "h_plus")]
+    rows += [_row("random", "random", None, 50.0, "h_r", kind="select")]
+    curves = {"h_idc": {"curve": [(0, 40.0, 0.0), (10, 70.0, 5.0)], "iterations": 20, "wall_s": 10.0},
+              "h_dream": {"curve": [(0, 60.0, 0.0), (4, 79.0, 3.0), (8, 81.5, 6.0)], "iterations": 20, "wall_s": 15.0},
+              "h_plus": {"curve": [(0, 60.0, 0.0)], "iterations": 20, "wall_s": 15.0}}
+    eff = efficiency(rows, curves).set_index("method")
+    assert "random" not in eff.index  # selections have no distillation curve
+    assert eff.loc["dream.official", "baseline"] == "idc.official"
+    assert eff.loc["dream.official", "baseline_acc"] == pytest.approx(81.0)
+    assert eff.loc["dream.official", "iters_to_baseline"] == 8  # first probe >= 81
+    assert eff.loc["dream.official", "speedup"] == pytest.approx(20 / 8)
+    assert eff.loc["dream.official", "wall_s_to_baseline"] == pytest.approx(6.0)
+    assert eff.loc["idc.official", "baseline"] == ""  # the baseline itself
+    assert eff.loc["dream_plus.official", "iters_to_baseline"] != eff.loc["dream_plus.official", "iters_to_baseline"]
+    md = render_efficiency(eff.reset_index(), "md")
+    assert "never (20 run)" in md and "2.5x" in md
+
+
+def test_efficiency_view_from_the_cli(tmp_path, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    from benchmark.cli import app
+
+    grid = {"name": "eff", "datasets": ["digits"], "ipc": [1], "budget": "smoke", "preset": "idc",
+            "budget_overrides": {"distill_iterations": 2},
+            "methods": [{"name": "idc", "preset": "official", "params": {**_FAST["idc"], "eval_every": 1}},
+                        {"name": "dream", "preset": "official", "params": {**_FAST["dream"], "eval_every": 1}}]}
+    gpath = tmp_path / "eff.yaml"
+    gpath.write_text(yaml.safe_dump(grid))
+    runner = CliRunner()
+    res = runner.invoke(app, ["run", "--grid", str(gpath), "--results-dir", str(tmp_path / "store"), "--no-mlflow"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "boards"
+    res = runner.invoke(app, ["table", "--grid", str(gpath), "--results-dir", str(tmp_path / "store"), "--view",
+                              "efficiency", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "dream.official" in res.output and "idc.official" in res.output
+    assert (out / "eff_efficiency.png").stat().st_size > 0 and (out / "eff_efficiency.csv").exists()
+    import pandas as pd
+
+    eff = pd.read_csv(out / "eff_efficiency.csv").set_index("method")
+    assert eff.loc["dream.official", "baseline"] == "idc.official"
+    assert eff.loc["dream.official", "curve_points"] == 3  # iteration 0, 1 and the final 2
+    bad = runner.invoke(app, ["table", "--view", "nope", "--results-dir", str(tmp_path / "store")])
+    assert bad.exit_code == 2 and "--view" in bad.output
