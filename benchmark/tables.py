@@ -215,7 +215,8 @@ def render_efficiency(eff: pd.DataFrame, fmt: str = "md") -> str:
 
 
 def plot_efficiency(rows: Iterable[dict] | pd.DataFrame, curves: dict[str, dict], path: Path) -> Path:
-    """Accuracy vs distillation iteration, one panel per (dataset, ipc, preset)."""
+    """Accuracy vs distillation iteration (top) and vs distillation wall time (bottom), one
+    column per (dataset, ipc, preset, budget)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,19 +225,22 @@ def plot_efficiency(rows: Iterable[dict] | pd.DataFrame, curves: dict[str, dict]
     df = rows if isinstance(rows, pd.DataFrame) else records_to_frame(rows)
     df = df[df.method_kind == "distill"]
     groups = list(df.groupby(["dataset", "ipc", "preset", "budget"], sort=True))
-    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(5.5 * max(len(groups), 1), 3.8), squeeze=False)
-    for ax, (key, grp) in zip(axes[0], groups):
+    n = max(len(groups), 1)
+    fig, axes = plt.subplots(2, n, figsize=(5.5 * n, 7.0), squeeze=False)
+    for col, (key, grp) in enumerate(groups):
         for label, cell in grp.groupby("method", sort=True):
-            h = sorted(set(cell.synset_hash))[0]
-            m = curves.get(h, {})
-            pts = sorted((float(i), float(a)) for i, a, _ in m.get("curve", []))
-            pts.append((float(m.get("iterations") or 0), float(cell.test_acc.mean())))
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
-        ax.set_title(f"{key[0]} IPC {key[1]} ({key[2]}, {key[3]})", fontsize=9)
-        ax.set_xlabel("distillation iteration")
-        ax.set_ylabel("test accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+            m = curves.get(sorted(set(cell.synset_hash))[0], {})
+            pts = sorted((float(i), float(a), float(w)) for i, a, w in m.get("curve", []))
+            pts.append((float(m.get("iterations") or 0), float(cell.test_acc.mean()), float(m.get("wall_s") or 0)))
+            for row, x in ((0, 0), (1, 2)):
+                axes[row][col].plot([p[x] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        for row, xlabel in ((0, "distillation iteration"), (1, "distillation wall time (s)")):
+            ax = axes[row][col]
+            ax.set_title(f"{key[0]} IPC {key[1]} ({key[2]}, {key[3]})", fontsize=9)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("test accuracy (%)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
