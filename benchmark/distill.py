@@ -153,13 +153,10 @@ class ImageMatchingRun:
         self.start = self.loop.resume(self.restore)
 
     def state(self) -> dict[str, Any]:
-        return {"images": self.syn.detach().cpu(), "opt": self.opt.state_dict(), **generator_states(self.gens)}
+        return images_state(self.syn, self.opt, self.gens)
 
     def restore(self, s: dict[str, Any]) -> None:
-        with torch.no_grad():
-            self.syn.copy_(s["images"].to(self.ctx.device))
-        self.opt.load_state_dict(s["opt"])
-        restore_generators(self.gens, s)
+        restore_images_state(s, self.syn, self.opt, self.gens)
 
     def snapshot(self) -> SyntheticSet:
         return SyntheticSet(self.syn.detach().cpu().clone(), self.labels.clone(), self.info.name, self.info.mean,
@@ -175,6 +172,24 @@ class ImageMatchingRun:
     def result(self, meta: dict[str, Any]) -> SyntheticSet:
         meta = {**meta, "wall_s": self.loop.wall_s, "resumed_from": self.loop.resumed_from}
         return SyntheticSet(self.syn.detach().cpu(), self.labels, self.info.name, self.info.mean, self.info.std, meta=meta)
+
+
+def images_state(syn: torch.Tensor, opt: torch.optim.Optimizer, gens: Mapping[str, torch.Generator],
+                 sampler=None) -> dict[str, Any]:
+    """The checkpoint state every image-optimising method shares: the images, their
+    optimizer, the generator states and the real-data sampler's state."""
+    return {"images": syn.detach().cpu(), "opt": opt.state_dict(), **generator_states(gens),
+            **(sampler.state() if sampler is not None else {})}
+
+
+def restore_images_state(s: Mapping[str, Any], syn: torch.Tensor, opt: torch.optim.Optimizer,
+                         gens: Mapping[str, torch.Generator], sampler=None) -> None:
+    with torch.no_grad():
+        syn.copy_(s["images"].to(syn.device))
+    opt.load_state_dict(s["opt"])
+    restore_generators(gens, s)
+    if sampler is not None:
+        sampler.restore(s)
 
 
 def generator_states(gens: Mapping[str, torch.Generator]) -> dict[str, torch.Tensor]:

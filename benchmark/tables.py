@@ -184,7 +184,7 @@ def efficiency(rows: Iterable[dict] | pd.DataFrame, curves: dict[str, dict]) -> 
                 b = labels[base]
                 it, w = _iters_to(info["curve"], b["acc"])
                 row.update(baseline_acc=b["acc"], baseline_iterations=b["iters"], iters_to_baseline=it,
-                           wall_s_to_baseline=w, speedup=(b["iters"] / it) if it and it == it else float("nan"))
+                           wall_s_to_baseline=w, speedup=(b["iters"] / it) if it and not math.isnan(it) else float("nan"))
             out.append(row)
     return pd.DataFrame(out, columns=EFFICIENCY_COLUMNS)
 
@@ -196,9 +196,9 @@ def render_efficiency(eff: pd.DataFrame, fmt: str = "md") -> str:
     v["acc"] = [_fmt(a, s) + f" (n={n})" for a, s, n in zip(v.acc_mean, v.acc_std, v.n)]
 
     def num(x, f="{:.0f}"):
-        return "" if x != x else f.format(x)
+        return "" if math.isnan(x) else f.format(x)
 
-    v["reaches baseline at"] = [("never (" + str(int(i)) + " run)" if b and t != t else num(t))
+    v["reaches baseline at"] = [("never (" + str(int(i)) + " run)" if b and math.isnan(t) else num(t))
                                 for b, t, i in zip(v.baseline, v.iters_to_baseline, v.iterations)]
     v["speedup"] = [num(s, "{:.1f}x") for s in v.speedup]
     v["baseline_acc"] = [num(a, "{:.1f}") for a in v.baseline_acc]

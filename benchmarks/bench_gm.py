@@ -32,7 +32,11 @@ from benchmark import augment as A
 from benchmark.data import RealData, get_info
 from benchmark.gradmatch import match_class, matched_parameters, normalizer, train_steps
 from benchmark.models import create_model
-from benchmark.samplers import CyclicBatches, RepresentativeConfig, RepresentativeSampler
+from benchmark.samplers import (
+    CyclicBatches,
+    RepresentativeConfig,
+    RepresentativeSampler,
+)
 from benchmark.synset import Decode, multi_formation
 
 pytestmark = pytest.mark.bench
@@ -101,7 +105,7 @@ def _idc_inner_step(real: RealData, precision: str, with_net_update: bool = True
             idx = stream.next()
             return norm(real.pixels(idx)), real.labels[idx]
 
-        aug = lambda x: A.apply(x, A.sample_idc("color_crop", x.shape[0], (32, 32), g, siamese=False))  # noqa: E731
+        aug = lambda x: A.apply(x, A.sample_idc("color_crop", x.shape[0], (32, 32), g, siamese=False))
         train_steps(net, opt_net, batch, 2000, aug, g, cutmix_p=0.5, precision=precision)
     return total, image_update_s
 

@@ -37,9 +37,21 @@ import torch
 from benchmark import augment as A
 from benchmark.api import ComponentConfig, DistillMethod, register_method
 from benchmark.data import RealData
-from benchmark.distill import DistillLoop, SiameseAug, generator_states, initial_images, restore_generators
+from benchmark.distill import (
+    DistillLoop,
+    SiameseAug,
+    images_state,
+    initial_images,
+    restore_images_state,
+)
 from benchmark.errors import ConfigError
-from benchmark.gradmatch import freeze_bn_stats, has_batchnorm, match_class, matched_parameters, train_on_tensors
+from benchmark.gradmatch import (
+    freeze_bn_stats,
+    has_batchnorm,
+    match_class,
+    matched_parameters,
+    train_on_tensors,
+)
 from benchmark.samplers import RepresentativeConfig, make_class_sampler
 from benchmark.synset import SyntheticSet
 
@@ -110,14 +122,10 @@ class _GradientMatching(DistillMethod):
                 return A.apply(x, A.sample_dsa(r["dsa_strategy"], x.shape[0], info.im_size, g["aug"], siamese=False))
 
         def state():
-            return {"images": syn.detach().cpu(), "opt": opt.state_dict(), **generator_states(gens), **sampler.state()}
+            return images_state(syn, opt, gens, sampler)
 
         def restore(s):
-            with torch.no_grad():
-                syn.copy_(s["images"].to(dev))
-            opt.load_state_dict(s["opt"])
-            restore_generators(gens, s)
-            sampler.restore(s)
+            restore_images_state(s, syn, opt, gens, sampler)
 
         def snapshot():
             return SyntheticSet(syn.detach().cpu().clone(), labels.clone(), info.name, info.mean, info.std)

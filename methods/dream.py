@@ -58,10 +58,7 @@ class DREAMPlus(IDC):
     description = "DREAM + bidirectional (gradient + feature) matching on networks warmed up for one real epoch"
     version = "1"
 
-    class Config(IDCConfig):
-        batch_real: int = 128
-        sampler: Literal["cyclic", "representative", "random"] = "representative"
-        init: str = "kmeans_net"
+    class Config(DREAM.Config):
         match: Literal["grad", "bidirectional"] = "bidirectional"
         warmup_epochs: float = 1.0
 

@@ -44,9 +44,14 @@ import torch.nn.functional as F
 from benchmark import augment as A
 from benchmark.api import ComponentConfig, DistillMethod, register_method
 from benchmark.data import RealData
-from benchmark.distill import DistillLoop, generator_states, restore_generators
+from benchmark.distill import DistillLoop, images_state, restore_images_state
 from benchmark.gradmatch import match_class, matched_parameters, normalizer, train_steps
-from benchmark.samplers import CyclicBatches, RepresentativeConfig, RepresentativeSampler, make_class_sampler
+from benchmark.samplers import (
+    CyclicBatches,
+    RepresentativeConfig,
+    RepresentativeSampler,
+    make_class_sampler,
+)
 from benchmark.synset import Decode, SyntheticSet, multi_formation
 
 _IDC = "snu-mllab/Efficient-Dataset-Condensation@ceac95a"
@@ -105,7 +110,7 @@ class IDCConfig(ComponentConfig):
 def tile_patches(images: torch.Tensor, ipc: int, factor: int) -> torch.Tensor:
     """IDC ``mix`` init for one class: ``images`` [ipc * factor^2, C, H, W] -> [ipc, C, H, W];
     patch k (row-major) of synthetic image i is source image ``k * ipc + i`` resized (nearest)."""
-    n, c, h, w = images.shape
+    _, c, h, w = images.shape
     out = torch.empty(ipc, c, h, w, dtype=images.dtype, device=images.device)
     s, rem = h // factor, h % factor
     k, hl = 0, 0
@@ -217,16 +222,11 @@ class IDC(DistillMethod):
         bi = cfg.match == "bidirectional"
 
         def state():
-            return {"images": syn.detach().cpu(), "opt": opt.state_dict(), **generator_states(gens), **sampler.state(),
-                    **net_stream.state("net_stream"),
+            return {**images_state(syn, opt, gens, sampler), **net_stream.state("net_stream"),
                     "net": {n: t.detach().cpu() for n, t in net.state_dict().items()}, "net_opt": opt_net.state_dict()}
 
         def restore(s):
-            with torch.no_grad():
-                syn.copy_(s["images"].to(dev))
-            opt.load_state_dict(s["opt"])
-            restore_generators(gens, s)
-            sampler.restore(s)
+            restore_images_state(s, syn, opt, gens, sampler)
             net_stream.restore(s, "net_stream")
             net.load_state_dict(s["net"])
             opt_net.load_state_dict(s["net_opt"])

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
 from benchmark.api import RunContext, get_method
 from benchmark.budgets import resolve_budget
@@ -15,7 +15,12 @@ from benchmark.grid import GridSpec, expand
 from benchmark.losses import feature_distance, grad_distance
 from benchmark.models import create_model
 from benchmark.runner import run_cells
-from benchmark.samplers import ClassCyclicSampler, CyclicBatches, RepresentativeConfig, RepresentativeSampler
+from benchmark.samplers import (
+    ClassCyclicSampler,
+    CyclicBatches,
+    RepresentativeConfig,
+    RepresentativeSampler,
+)
 from benchmark.store import ResultStore
 from benchmark.synset import Decode, multi_formation
 from methods.dc import get_loops
