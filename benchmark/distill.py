@@ -29,7 +29,7 @@ from . import augment as A
 from .api import RunContext
 from .data import RealData
 from .errors import ArtifactError
-from .samplers import ClassRandomSampler
+from .samplers import ClassRandomSampler, make_class_sampler
 from .synset import SyntheticSet
 
 # --------------------------------------------------------------------------- the loop
@@ -143,7 +143,9 @@ class ImageMatchingRun:
         x0, self.labels = initial_images(cfg.init, real, ipc, g_init, ctx, cfg.init_params)
         self.syn = x0.to(ctx.device).requires_grad_(True)
         self.opt = torch.optim.SGD([self.syn], lr=resolved["lr_img"], momentum=cfg.momentum_img)
-        self.sampler = ClassRandomSampler(real, g_real, ctx.device)
+        self.sampler = make_class_sampler(getattr(cfg, "sampler", "random"), real, g_real, ctx.device,
+                                          batch=cfg.batch_real, rep=getattr(cfg, "representative", None),
+                                          precision=ctx.precision)
         self.aug = SiameseAug(resolved["dsa_strategy"], info.im_size, g_aug, cfg.aug_scope)
         self.gens = {"real": g_real, "aug": g_aug}
         self.loop = DistillLoop(ctx, key, resolved["iterations"],
@@ -153,10 +155,10 @@ class ImageMatchingRun:
         self.start = self.loop.resume(self.restore)
 
     def state(self) -> dict[str, Any]:
-        return images_state(self.syn, self.opt, self.gens)
+        return images_state(self.syn, self.opt, self.gens, self.sampler)
 
     def restore(self, s: dict[str, Any]) -> None:
-        restore_images_state(s, self.syn, self.opt, self.gens)
+        restore_images_state(s, self.syn, self.opt, self.gens, self.sampler)
 
     def snapshot(self) -> SyntheticSet:
         return SyntheticSet(self.syn.detach().cpu().clone(), self.labels.clone(), self.info.name, self.info.mean,

@@ -370,3 +370,12 @@ def test_efficiency_view_from_the_cli(tmp_path, monkeypatch):
     assert eff.loc["dream.official", "curve_points"] == 3  # iteration 0, 1 and the final 2
     bad = runner.invoke(app, ["table", "--view", "nope", "--results-dir", str(tmp_path / "store")])
     assert bad.exit_code == 2 and "--view" in bad.output
+
+
+def test_representative_sampler_plugs_into_dm(digits, tmp_path):
+    cls = get_method("dm")
+    base = {"iterations": 2, "batch_real": 8}
+    a = cls(cls.resolve_config("official", base), _ctx(digits, tmp_path / "a")).distill(digits, 1)
+    b = cls(cls.resolve_config("representative", {**base, "representative": {"max_iter": 5, "interval": 1}}),
+            _ctx(digits, tmp_path / "b")).distill(digits, 1)
+    assert not torch.equal(a.images, b.images) and torch.isfinite(b.images).all()
