@@ -379,3 +379,39 @@ def test_representative_sampler_plugs_into_dm(digits, tmp_path):
     b = cls(cls.resolve_config("representative", {**base, "representative": {"max_iter": 5, "interval": 1}}),
             _ctx(digits, tmp_path / "b")).distill(digits, 1)
     assert not torch.equal(a.images, b.images) and torch.isfinite(b.images).all()
+
+
+def test_bidirectional_matching_is_gradient_plus_feature_distance(digits):
+    """DREAM+: one forward per side serves both terms; equal weights, no lambda."""
+    from benchmark.gradmatch import match_class
+
+    net = create_model("ConvNet", digits.info, torch.Generator().manual_seed(0))
+    params = matched_parameters(net, metric="mse", scope="conv")
+    xr, xs = torch.randn(6, 1, 8, 8), torch.randn(3, 1, 8, 8)
+    both = match_class(net, xr, xs, 2, params, "mse", bidirectional=True)
+    grad_only = match_class(net, xr, xs, 2, params, "mse")
+    with torch.no_grad():
+        feat = feature_distance(net.embed(xr), net.embed(xs), "mse")
+    assert torch.allclose(both, grad_only + feat, rtol=1e-5)
+
+
+def test_dream_plus_warms_every_new_network_for_one_real_epoch(digits, tmp_path, monkeypatch):
+    import benchmark.gradmatch as gm
+    import methods.idc as idc_mod
+
+    seen = []
+    orig = gm.train_steps
+
+    def spy(net, opt, next_batch, n_data, *a, **k):
+        seen.append(n_data)
+        return orig(net, opt, next_batch, n_data, *a, **k)
+
+    monkeypatch.setattr(idc_mod, "train_steps", spy)
+    cls = get_method("dream_plus")
+    cfg = cls.resolve_config("official", {**_FAST["dream_plus"], "warmup_epochs": 1.0, "iterations": 2,
+                                          "inner_loop": 1})
+    cls(cfg, _ctx(digits, tmp_path)).distill(digits, 1)
+    full = len(digits)
+    # net 0 (init + iteration 0) and net 1 are each warmed on one full epoch; each inner step then
+    # trains on n_data = 16 real samples
+    assert seen == [full, 16, full, 16]
