@@ -15,8 +15,10 @@ def test_protocol_presets_and_dc_rules():
     dc_mnist = get_protocol("dc").resolve(get_info("mnist"), "ConvNet")
     assert dc_mnist.aug == "dc" and dc_mnist.epochs == 1000 and dc_mnist.dsa_strategy == "crop_scale_rotate"
     assert get_protocol("dc").resolve(get_info("cifar10"), "ConvNetBN").dsa_strategy == "crop_noise"
-    idc = get_protocol("idc").resolve(get_info("mnist"), "ConvNet")
-    assert idc.dsa_strategy == "color_crop_scale_rotate" and idc.cutmix_p == 0.5 and idc.batch_size == 64
+    idc = get_protocol("idc").resolve(get_info("mnist"), "ConvNet")  # IDC's MNIST setting: no CutMix anywhere
+    assert idc.dsa_strategy == "color_crop_scale_rotate" and idc.cutmix_p == 0.0 and idc.batch_size == 64
+    idc_c = get_protocol("idc").resolve(get_info("cifar10"), "ConvNet")
+    assert idc_c.dsa_strategy == "color_crop_flip_scale_rotate" and idc_c.cutmix_p == 0.5
     assert get_protocol("datadam").epochs == 1800 and get_protocol("datadam").batch_size == 64
 
 
