@@ -184,7 +184,8 @@ def efficiency(rows: Iterable[dict] | pd.DataFrame, curves: dict[str, dict]) -> 
                 b = labels[base]
                 it, w = _iters_to(info["curve"], b["acc"])
                 row.update(baseline_acc=b["acc"], baseline_iterations=b["iters"], iters_to_baseline=it,
-                           wall_s_to_baseline=w, speedup=(b["iters"] / it) if it and not math.isnan(it) else float("nan"))
+                           wall_s_to_baseline=w,
+                           speedup=float("nan") if math.isnan(it) else (b["iters"] / it if it > 0 else math.inf))
             out.append(row)
     return pd.DataFrame(out, columns=EFFICIENCY_COLUMNS)
 
@@ -200,7 +201,7 @@ def render_efficiency(eff: pd.DataFrame, fmt: str = "md") -> str:
 
     v["reaches baseline at"] = [("never (" + str(int(i)) + " run)" if b and math.isnan(t) else num(t))
                                 for b, t, i in zip(v.baseline, v.iters_to_baseline, v.iterations)]
-    v["speedup"] = [num(s, "{:.1f}x") for s in v.speedup]
+    v["speedup"] = ["init already" if math.isinf(s) else num(s, "{:.1f}x") for s in v.speedup]
     v["baseline_acc"] = [num(a, "{:.1f}") for a in v.baseline_acc]
     v["distill_s"] = [num(a) for a in v.distill_s]
     v["wall_s_to_baseline"] = [num(a) for a in v.wall_s_to_baseline]

@@ -338,6 +338,10 @@ def test_efficiency_iterations_to_reach_the_baseline():
     assert eff.loc["dream.official", "wall_s_to_baseline"] == pytest.approx(6.0)
     assert eff.loc["idc.official", "baseline"] == ""  # the baseline itself
     assert eff.loc["dream_plus.official", "iters_to_baseline"] != eff.loc["dream_plus.official", "iters_to_baseline"]
+    curves["h_plus"]["curve"] = [(0, 90.0, 0.0)]  # the initial set already beats IDC's final
+    plus = efficiency(rows, curves).set_index("method").loc["dream_plus.official"]
+    assert plus.iters_to_baseline == 0 and plus.speedup == float("inf")
+    assert "init already" in render_efficiency(efficiency(rows, curves), "md")
     md = render_efficiency(eff.reset_index(), "md")
     assert "never (20 run)" in md and "2.5x" in md
 
