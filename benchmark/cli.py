@@ -85,7 +85,7 @@ def run(
     """Run every cell of a grid (skipping finished ones) and print the leaderboard."""
     from .data import DataSource, load_dataset
     from .grid import expand, load_grid, parse_only
-    from .progress import RichProgress
+    from .progress import console_progress
     from .runner import RunOptions, run_cells
     from .store import ResultStore
     from .tables import leaderboard, pivot
@@ -111,7 +111,7 @@ def run(
     tracker = make_tracker(tracking_uri, store.root, enabled=not no_mlflow)
     console.print(f"[bold]{spec.name}[/]: {len(cells)} cells, budget [cyan]{cells[0].budget.name}[/], "
                   f"preset [cyan]{cells[0].preset}[/], results in {store.root}, MLflow {tracker.uri}")
-    with RichProgress(console) as progress:
+    with console_progress(console) as progress:
         def report(o):
             if o.status == "failed":
                 progress.log(f"[red]failed[/] {o.cell.key}: {o.error}")
@@ -309,7 +309,7 @@ def eval_(
     from .evaluate import TensorSource, TrainSettings, evaluate, get_protocol, model_seeds
     from .errors import ConfigError
     from .models import canonical_arch
-    from .progress import RichProgress
+    from .progress import console_progress
     from .runtime import select_device
     from .synset import SyntheticSet
 
@@ -329,7 +329,7 @@ def eval_(
     test = load_dataset(info.name, False, src)
     dev = select_device(device)
     settings = TrainSettings(device=dev, precision=precision, max_steps=b.eval_max_steps)  # type: ignore[arg-type]
-    with RichProgress(console) as progress:
+    with console_progress(console) as progress:
         res = evaluate(TensorSource(x, y).to(dev), proto, arch, info, test, model_seeds(seed, arch, n), settings, progress)
     import statistics
 

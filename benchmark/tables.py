@@ -13,7 +13,7 @@ import pandas as pd
 from .errors import DbenchError
 
 TIDY_COLUMNS = ["method", "dataset", "ipc", "arch", "preset", "budget", "acc_mean", "acc_std", "n",
-                "acc_ci95", "paper", "paper_source", "arch_distill", "method_kind"]
+                "acc_ci95", "paper", "paper_source", "arch_distill", "method_kind", "extractor"]
 HIGHER_IS_BETTER = {"test_acc": True, "acc_mean": True, "distill_time_s": False, "eval_time_s": False}
 
 _SOURCE_PRIORITY = ["DM (WACV 2023)", "DREAM+ (arXiv 2310.15052)", "DataDAM (ICCV 2023) supp",
@@ -41,6 +41,42 @@ def records_to_frame(rows: Iterable[dict]) -> pd.DataFrame:
     return df
 
 
+def _budget_from_label(label: str):
+    """'cpu' or 'cpu[selector_epochs=3,eval_epochs=500]' -> the resolved Budget (None if unknown)."""
+    from .budgets import resolve_budget
+
+    base, _, rest = str(label).partition("[")
+    overrides: dict = {}
+    for item in filter(None, rest.rstrip("]").split(",")):
+        k, _, v = item.partition("=")
+        try:
+            overrides[k] = int(v)
+        except ValueError:
+            overrides[k] = None if v == "None" else v
+    try:
+        return resolve_budget(base, overrides)
+    except DbenchError:
+        return None
+
+
+def extractor_label(method_config, budget: str) -> str:
+    """Which feature extractor produced a selector's number (the spec, effective epochs under
+    the row's budget), '' for methods without one. Selectors used as a distillation ``init``
+    report theirs too (``init: herding`` -> 'init herding: ...')."""
+    from .features import ExtractorSpec
+
+    cfg = method_config if isinstance(method_config, dict) else {}
+    spec, prefix = cfg.get("extractor"), ""
+    if spec is None and isinstance(cfg.get("init_params"), dict) and "extractor" in cfg["init_params"]:
+        spec, prefix = cfg["init_params"]["extractor"], f"init {cfg.get('init')}: "
+    if not isinstance(spec, dict):
+        return ""
+    try:
+        return prefix + ExtractorSpec.model_validate(spec).describe(_budget_from_label(budget))
+    except Exception:  # noqa: BLE001 - an old or foreign row: show the raw spec rather than fail the table
+        return prefix + str(spec)
+
+
 def _fmt(v: float, s: float | None) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
@@ -53,8 +89,10 @@ def leaderboard(rows: Iterable[dict] | pd.DataFrame, published: pd.DataFrame | N
     df = rows if isinstance(rows, pd.DataFrame) else records_to_frame(rows)
     if df.empty:
         return pd.DataFrame(columns=TIDY_COLUMNS)
+    df = df.assign(extractor=[extractor_label(c, b) for c, b in
+                              zip(df.get("method_config", pd.Series([{}] * len(df), index=df.index)), df.budget)])
     keys = ["method", "dataset", "ipc", "arch", "preset", "budget", "arch_distill", "method_kind",
-            "method_display", "dataset_display", "arch_display"]
+            "method_display", "dataset_display", "arch_display", "extractor"]
     g = df.groupby(keys, dropna=False, sort=True)["test_acc"]
     out = g.agg(acc_mean="mean", acc_std=lambda s: float(s.std(ddof=0)), n="count",
                 _sstd=lambda s: float(s.std(ddof=1)) if len(s) > 1 else float("nan")).reset_index()
@@ -94,8 +132,10 @@ def pivot(board: pd.DataFrame) -> pd.DataFrame:
     b["IPC"] = b.ipc.map(lambda i: "all" if int(i) == 0 else str(int(i)))
     # variants (presets) of one method stay on separate rows: "Herding [deepcore]"
     b["method_display"] = [d if "." not in m else f"{d} [{m.split('.', 1)[1]}]" for d, m in zip(b.method_display, b.method)]
-    out = b.pivot_table(index=["dataset_display", "arch", "preset", "budget", "method_display"], columns="IPC",
-                        values="cell", aggfunc="first", sort=False)
+    index = ["dataset_display", "arch", "preset", "budget", "method_display"]
+    if "extractor" in b and (b.extractor != "").any():  # which network the selectors' features came from
+        index.append("extractor")
+    out = b.pivot_table(index=index, columns="IPC", values="cell", aggfunc="first", sort=False)
     cols = sorted(out.columns, key=lambda c: (c == "all", int(c) if c.isdigit() else 0))
     out = out[cols].reset_index().rename(columns={"dataset_display": "dataset", "method_display": "method"})
     return out.fillna("")

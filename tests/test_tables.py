@@ -40,3 +40,18 @@ def test_method_variants_stay_on_separate_rows():
     rows = _rows() + [dict(r, method="random.other") for r in _rows()]
     md = render(leaderboard(rows), "md")
     assert "| Random [other]" in md and md.count("| Random ") == 2
+
+
+def test_selector_rows_name_their_extractor():
+    herd = dict(_rows()[0], method="herding", method_display="Herding", test_acc=85.0,
+                method_config={"variant": "dc", "extractor": {"arch": "ConvNet", "weights": "trained", "epochs": 10}})
+    rnd_net = dict(herd, method="herding.random_net", method_config={"extractor": {"weights": "random", "seed": 3}})
+    b = leaderboard(_rows() + [herd, rnd_net])
+    ex = dict(zip(b.method, b.extractor))
+    assert ex["random"] == ""
+    # the cpu budget caps the 10 proxy epochs at 5: the row says what was actually trained
+    assert ex["herding"].startswith("ConvNet trained on the full train split 5 ep")
+    assert ex["herding.random_net"] == "ConvNet random init (seed 3), embed"
+    md = render(b, "md")
+    assert "| extractor " in md and "random init (seed 3)" in md
+    assert "extractor" not in render(leaderboard(_rows()), "md")  # no selector with features: no column
