@@ -155,6 +155,8 @@ def table(
     only: OnlyOpt = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="md, latex or csv (tidy).")] = "md",
     out: Annotated[Optional[Path], typer.Option("--out", help="Also write <name>.md/.tex/.csv into this folder.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="File stem for --out (default: the grid's name, or "
+                                                               "'all'); e.g. for an --only subset of a grid.")] = None,
     view: Annotated[str, typer.Option("--view", help="leaderboard, or efficiency: accuracy vs distillation "
                                       "iteration and the iterations each method needs to reach its baseline "
                                       "(IDC for DREAM/DREAM+; the ordinary sampler for `sampler: representative`); "
@@ -164,12 +166,14 @@ def table(
 ) -> None:
     """Regenerate the leaderboard from saved results (nothing is rerun)."""
     from .errors import ConfigError
-    from .grid import expand, load_grid, parse_only
+    from .grid import expand, load_grid, parse_only, row_matches
     from .store import ResultStore, atomic_write_text
     from .tables import efficiency, leaderboard, plot_efficiency, render, render_efficiency
 
     if view not in ("leaderboard", "efficiency"):
         raise ConfigError(f"--view {view}: use leaderboard or efficiency.")
+    if name is not None and (not name or "/" in name or "\\" in name or name.startswith(".")):
+        raise ConfigError(f"--name {name!r}: give a plain file stem such as dream_efficiency_dream_plus.")
 
     store = ResultStore(results_dir)
     filt = parse_only(only)
@@ -177,10 +181,10 @@ def table(
         spec = load_grid(grid)
         cells = expand(spec, budget=budget, only=filt)
         rows = _select_rows(list(store.iter_rows({c.hash for c in cells})), cells)
-        name = spec.name
+        name = name or spec.name
     else:
-        rows = [r for r in store.iter_rows() if _row_matches(r, filt)]
-        name = "all"
+        rows = [r for r in store.iter_rows() if row_matches(r, filt)]
+        name = name or "all"
     if view == "efficiency":
         curves = {h: store.synset_meta(h) for h in {r["synset_hash"] for r in rows}}
         board = efficiency(rows, curves)
@@ -201,12 +205,6 @@ def table(
         sys.stdout.write(text)
     else:
         print(text)
-
-
-def _row_matches(row: dict, filt: dict[str, set[str]]) -> bool:
-    vals = {"method": {row["method"], row.get("method_name", "")}, "dataset": {row["dataset"]}, "ipc": {str(row["ipc"])},
-            "arch": {row["arch_distill"]}, "arch_eval": {row["arch"]}, "preset": {row["preset"]}, "exp": {str(row["exp"])}}
-    return all(vals[k] & v for k, v in filt.items())
 
 
 # ------------------------------------------------------------------------ list

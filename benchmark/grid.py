@@ -221,9 +221,23 @@ def parse_only(only: list[str] | None) -> dict[str, set[str]]:
 ONLY_KEYS = ("method", "dataset", "ipc", "arch", "arch_eval", "preset", "exp")
 
 
+def _only_values(method: str, method_label: str, dataset: str, ipc, arch: str, arch_eval: str, preset: str,
+                 exp) -> dict[str, set[str]]:
+    return {"method": {method, method_label}, "dataset": {dataset}, "ipc": {str(ipc)}, "arch": {arch},
+            "arch_eval": {arch_eval}, "preset": {preset}, "exp": {str(exp)}}
+
+
 def _matches(cell: Cell, only: dict[str, set[str]]) -> bool:
-    vals = {"method": {cell.method, cell.method_label}, "dataset": {cell.dataset}, "ipc": {str(cell.ipc)},
-            "arch": {cell.arch}, "arch_eval": {cell.arch_eval}, "preset": {cell.preset}, "exp": {str(cell.exp)}}
+    vals = _only_values(cell.method, cell.method_label, cell.dataset, cell.ipc, cell.arch, cell.arch_eval,
+                        cell.preset, cell.exp)
+    return all(vals[k] & v for k, v in only.items())
+
+
+def row_matches(row: dict, only: dict[str, set[str]]) -> bool:
+    """``--only`` on a stored result row (rows name the method label ``method`` and the
+    registry key ``method_name``; ``arch`` is the evaluation architecture)."""
+    vals = _only_values(row.get("method_name", ""), row["method"], row["dataset"], row["ipc"], row["arch_distill"],
+                        row["arch"], row["preset"], row["exp"])
     return all(vals[k] & v for k, v in only.items())
 
 

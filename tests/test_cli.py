@@ -46,6 +46,10 @@ def test_run_table_show_eval_end_to_end(tmp_path):
     md = _run("table", "--format", "md", "--out", out, "--results-dir", store, "--only", "ipc=1")
     assert md.exit_code == 0 and "| Digits" in md.output
     assert (out / "all.md").exists() and (out / "all.tex").read_text().startswith("\\begin{tabular}")
+    sub = _run("table", "--grid", FIX / "tiny.yaml", "--only", "method=random", "--out", out, "--name", "tiny_random",
+               "--results-dir", store)
+    assert sub.exit_code == 0 and "Random" in (out / "tiny_random.md").read_text()
+    assert not (out / "tiny.md").exists()  # a subset never overwrites the grid's own table
     synset = next((store / "synsets").glob("*.safetensors"))
     s = _run("show", synset, "--out", tmp_path / "grid.png")
     assert s.exit_code == 0 and (tmp_path / "grid.png").stat().st_size > 100
@@ -61,6 +65,7 @@ def test_run_table_show_eval_end_to_end(tmp_path):
     (["run", "--grid", "{yaml}"], "malformed YAML"),
     (["run", "--grid", FIX / "tiny.yaml", "--budget", "tiny"], "unknown budget 'tiny'"),
     (["table", "--only", "ipc"], "KEY=V1,V2"),
+    (["table", "--out", "x", "--name", "../x"], "plain file stem"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, args, match):
     bad = tmp_path / "bad.pt"
