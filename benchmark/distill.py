@@ -172,7 +172,7 @@ class ImageMatchingRun:
         self.loop.done(it, metrics, self.state)
 
     def result(self, meta: dict[str, Any]) -> SyntheticSet:
-        meta = {**meta, "wall_s": self.loop.wall_s, "resumed_from": self.loop.resumed_from}
+        meta = {"iterations": self.loop.total, **meta, "wall_s": self.loop.wall_s, "resumed_from": self.loop.resumed_from}
         return SyntheticSet(self.syn.detach().cpu(), self.labels, self.info.name, self.info.mean, self.info.std, meta=meta)
 
 

@@ -177,6 +177,15 @@ def baseline_label(method_name: str, config: dict, labels: dict[str, dict]) -> s
     return None
 
 
+def _meta_iterations(meta: dict) -> int:
+    """Distillation iterations a synthetic set ran (its metadata's ``iterations``, else the
+    resolved config's: sets written before DM / IDM / DataDAM recorded the top-level key)."""
+    it = meta.get("iterations")
+    if it is None:
+        it = (meta.get("resolved") or {}).get("iterations")
+    return int(it or 0)
+
+
 def _iters_to(curve: list[tuple[float, float, float]], target: float) -> tuple[float, float]:
     for it, acc, wall in sorted(curve):
         if acc >= target:
@@ -202,7 +211,7 @@ def efficiency(rows: Iterable[dict] | pd.DataFrame, curves: dict[str, dict]) -> 
             first = cell.iloc[0]
             accs = cell.test_acc.astype(float)
             meta = [curves.get(h, {}) for h in sorted(set(cell.synset_hash))]
-            iters = max((m.get("iterations") or 0) for m in meta) if meta else 0
+            iters = max(_meta_iterations(m) for m in meta) if meta else 0
             pts: dict[float, list] = {}
             for m in meta:  # several sets: average their probes per iteration
                 for it, acc, wall in m.get("curve", []):
@@ -272,7 +281,7 @@ def plot_efficiency(rows: Iterable[dict] | pd.DataFrame, curves: dict[str, dict]
         for label, cell in grp.groupby("method", sort=True):
             m = curves.get(sorted(set(cell.synset_hash))[0], {})
             pts = sorted((float(i), float(a), float(w)) for i, a, w in m.get("curve", []))
-            pts.append((float(m.get("iterations") or 0), float(cell.test_acc.mean()), float(m.get("wall_s") or 0)))
+            pts.append((float(_meta_iterations(m)), float(cell.test_acc.mean()), float(m.get("wall_s") or 0)))
             for row, x in ((0, 0), (1, 2)):
                 axes[row][col].plot([p[x] for p in pts], [p[1] for p in pts], marker="o", label=label)
         for row, xlabel in ((0, "distillation iteration"), (1, "distillation wall time (s)")):

@@ -231,7 +231,7 @@ class IDM(DistillMethod):
                                "ce_weight_eff": ce_w, "queue_len": len(queue)}, state)
         finally:
             loop.close()
-        meta = {"resolved": r, "wall_s": loop.wall_s, "resumed_from": loop.resumed_from}
+        meta = {"resolved": r, "iterations": r["iterations"], "wall_s": loop.wall_s, "resumed_from": loop.resumed_from}
         return SyntheticSet(syn.detach().cpu(), labels, info.name, info.mean, info.std, decode=decode, meta=meta)
 
 

@@ -383,6 +383,19 @@ def test_representative_sampler_plugs_into_dm(digits, tmp_path):
     b = cls(cls.resolve_config("representative", {**base, "representative": {"max_iter": 5, "interval": 1}}),
             _ctx(digits, tmp_path / "b")).distill(digits, 1)
     assert not torch.equal(a.images, b.images) and torch.isfinite(b.images).all()
+    # the set records how many iterations ran, so its efficiency row is not read as 'init already'
+    assert a.meta["iterations"] == b.meta["iterations"] == 2
+
+
+def test_efficiency_reads_iterations_of_sets_that_only_recorded_the_resolved_config():
+    from benchmark.tables import efficiency
+
+    rows = [_row("dm.official", "dm", "random", 89.0, "h_dm"), _row("dm.representative", "dm", "representative",
+                                                                  90.0, "h_rep")]
+    curves = {"h_dm": {"curve": [(0, 40.0, 0.0), (100, 85.0, 5.0)], "resolved": {"iterations": 200}, "wall_s": 10.0},
+              "h_rep": {"curve": [(0, 45.0, 0.0), (100, 89.5, 6.0)], "resolved": {"iterations": 200}, "wall_s": 12.0}}
+    rep = efficiency(rows, curves).set_index("method").loc["dm.representative"]
+    assert rep.iterations == 200 and rep.iters_to_baseline == 100 and rep.speedup == pytest.approx(2.0)
 
 
 def test_bidirectional_matching_is_gradient_plus_feature_distance(digits):
