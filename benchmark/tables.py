@@ -13,7 +13,7 @@ import pandas as pd
 from .errors import DbenchError
 
 TIDY_COLUMNS = ["method", "dataset", "ipc", "arch", "preset", "budget", "acc_mean", "acc_std", "n",
-                "acc_ci95", "paper", "paper_source", "arch_distill", "method_kind", "extractor"]
+                "acc_ci95", "paper", "paper_source", "arch_distill", "method_kind", "extractor", "params"]
 HIGHER_IS_BETTER = {"test_acc": True, "acc_mean": True, "distill_time_s": False, "eval_time_s": False}
 
 _SOURCE_PRIORITY = ["DM (WACV 2023)", "DREAM+ (arXiv 2310.15052)", "DataDAM (ICCV 2023) supp",
@@ -77,6 +77,39 @@ def extractor_label(method_config, budget: str) -> str:
         return prefix + str(spec)
 
 
+# bookkeeping knobs that do not change a synthetic set's content (curve probes, logging,
+# checkpoint cadence): not shown as a deviation from the preset
+_BOOKKEEPING = {"eval_every", "log_every", "checkpoint_every"}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def params_label(method_name: str, preset: str | None, method_config) -> str:
+    """The grid ``params`` a row ran with beyond its preset ('batch_real=64, iterations=200'),
+    so a reduced or swept configuration is never shown as the plain preset and two param
+    entries of one method never share a table row. '' when nothing deviates."""
+    from .api import get_method
+
+    if not isinstance(method_config, dict) or not method_config:
+        return ""
+    try:
+        ref = get_method(method_name).resolve_config(preset, {}).model_dump(mode="json")
+    except Exception:  # noqa: BLE001 - a method this checkout no longer has: no reference to diff against
+        return ""
+    a, b = _flatten(ref), _flatten(method_config)
+    diff = [f"{k}={b[k]}" for k in sorted(b) if k.split(".")[0] not in _BOOKKEEPING and a.get(k, object()) != b[k]]
+    return ", ".join(diff)
+
+
 def _fmt(v: float, s: float | None) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
@@ -89,10 +122,13 @@ def leaderboard(rows: Iterable[dict] | pd.DataFrame, published: pd.DataFrame | N
     df = rows if isinstance(rows, pd.DataFrame) else records_to_frame(rows)
     if df.empty:
         return pd.DataFrame(columns=TIDY_COLUMNS)
-    df = df.assign(extractor=[extractor_label(c, b) for c, b in
-                              zip(df.get("method_config", pd.Series([{}] * len(df), index=df.index)), df.budget)])
+    cfgs = df.get("method_config", pd.Series([{}] * len(df), index=df.index))
+    names = df.get("method_name", df.method.str.split(".").str[0])
+    presets = df.get("method_preset", pd.Series([None] * len(df), index=df.index))
+    df = df.assign(extractor=[extractor_label(c, b) for c, b in zip(cfgs, df.budget)],
+                   params=[params_label(n, p if isinstance(p, str) else None, c) for n, p, c in zip(names, presets, cfgs)])
     keys = ["method", "dataset", "ipc", "arch", "preset", "budget", "arch_distill", "method_kind",
-            "method_display", "dataset_display", "arch_display", "extractor"]
+            "method_display", "dataset_display", "arch_display", "extractor", "params"]
     g = df.groupby(keys, dropna=False, sort=True)["test_acc"]
     out = g.agg(acc_mean="mean", acc_std=lambda s: float(s.std(ddof=0)), n="count",
                 _sstd=lambda s: float(s.std(ddof=1)) if len(s) > 1 else float("nan")).reset_index()
@@ -132,6 +168,8 @@ def pivot(board: pd.DataFrame) -> pd.DataFrame:
     b["IPC"] = b.ipc.map(lambda i: "all" if int(i) == 0 else str(int(i)))
     # variants (presets) of one method stay on separate rows: "Herding [deepcore]"
     b["method_display"] = [d if "." not in m else f"{d} [{m.split('.', 1)[1]}]" for d, m in zip(b.method_display, b.method)]
+    if "params" in b:  # grid params beyond the preset: "DM [official] (batch_real=64, iterations=200)"
+        b["method_display"] = [d + (f" ({p})" if p else "") for d, p in zip(b.method_display, b.params)]
     index = ["dataset_display", "arch", "preset", "budget", "method_display"]
     if "extractor" in b and (b.extractor != "").any():  # which network the selectors' features came from
         index.append("extractor")
@@ -177,6 +215,18 @@ def baseline_label(method_name: str, config: dict, labels: dict[str, dict]) -> s
     return None
 
 
+def _with_params_in_label(df: pd.DataFrame) -> pd.DataFrame:
+    """Efficiency rows and curves are keyed by method label; two param entries of one method
+    (a sweep) must stay apart, so the label carries the params beyond the preset."""
+    if df.empty:
+        return df
+    cfgs = df.get("method_config", pd.Series([{}] * len(df), index=df.index))
+    names = df.get("method_name", df.method.str.split(".").str[0])
+    presets = df.get("method_preset", pd.Series([None] * len(df), index=df.index))
+    labels = [params_label(n, p if isinstance(p, str) else None, c) for n, p, c in zip(names, presets, cfgs)]
+    return df.assign(method=[m + (f" ({p})" if p else "") for m, p in zip(df.method, labels)])
+
+
 def _meta_iterations(meta: dict) -> int:
     """Distillation iterations a synthetic set ran (its metadata's ``iterations``, else the
     resolved config's: sets written before DM / IDM / DataDAM recorded the top-level key)."""
@@ -203,7 +253,7 @@ def efficiency(rows: Iterable[dict] | pd.DataFrame, curves: dict[str, dict]) -> 
     df = rows if isinstance(rows, pd.DataFrame) else records_to_frame(rows)
     if df.empty:
         return pd.DataFrame(columns=EFFICIENCY_COLUMNS)
-    df = df[df.method_kind == "distill"]
+    df = _with_params_in_label(df[df.method_kind == "distill"])
     out = []
     for key, grp in df.groupby(["dataset", "ipc", "arch", "preset", "budget"], sort=True):
         labels: dict[str, dict] = {}
@@ -273,7 +323,7 @@ def plot_efficiency(rows: Iterable[dict] | pd.DataFrame, curves: dict[str, dict]
     import matplotlib.pyplot as plt
 
     df = rows if isinstance(rows, pd.DataFrame) else records_to_frame(rows)
-    df = df[df.method_kind == "distill"]
+    df = _with_params_in_label(df[df.method_kind == "distill"])
     groups = list(df.groupby(["dataset", "ipc", "preset", "budget"], sort=True))
     n = max(len(groups), 1)
     fig, axes = plt.subplots(2, n, figsize=(5.5 * n, 7.0), squeeze=False)

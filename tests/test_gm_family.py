@@ -314,7 +314,8 @@ def test_representative_sampler_plugs_into_dc(digits, tmp_path):
 
 
 def _row(method, name, sampler, acc, synset, kind="distill"):
-    return {"method": method, "method_name": name, "method_config": {"sampler": sampler}, "method_kind": kind,
+    return {"method": method, "method_name": name, "method_preset": method.partition(".")[2] or None,
+            "method_config": {"sampler": sampler}, "method_kind": kind,
             "dataset": "mnist", "ipc": 1, "arch": "ConvNet", "preset": "idc", "budget": "cpu", "test_acc": acc,
             "synset_hash": synset}
 
@@ -369,7 +370,11 @@ def test_efficiency_view_from_the_cli(tmp_path, monkeypatch):
     assert (out / "eff_efficiency.png").stat().st_size > 0 and (out / "eff_efficiency.csv").exists()
     import pandas as pd
 
-    eff = pd.read_csv(out / "eff_efficiency.csv").set_index("method")
+    eff = pd.read_csv(out / "eff_efficiency.csv")
+    # labels carry the grid params beyond the preset: "dream.official (inner_loop=1, ...)"
+    assert all(" (" in m for m in eff.method)
+    eff = eff.assign(method=eff.method.str.split(" (", regex=False).str[0],
+                     baseline=eff.baseline.fillna("").str.split(" (", regex=False).str[0]).set_index("method")
     assert eff.loc["dream.official", "baseline"] == "idc.official"
     assert eff.loc["dream.official", "curve_points"] == 3  # iteration 0, 1 and the final 2
     bad = runner.invoke(app, ["table", "--view", "nope", "--results-dir", str(tmp_path / "store")])

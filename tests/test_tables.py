@@ -55,3 +55,22 @@ def test_selector_rows_name_their_extractor():
     md = render(b, "md")
     assert "| extractor " in md and "random init (seed 3)" in md
     assert "extractor" not in render(leaderboard(_rows()), "md")  # no selector with features: no column
+
+
+def test_param_entries_of_one_method_stay_apart_and_are_named():
+    """A sweep written as several {name: dm, params: ...} entries is several rows, each saying
+    what it changed; a preset run with nothing changed shows no params."""
+    from benchmark.api import get_method
+
+    base = dict(_rows()[0], method="dm.official", method_name="dm", method_preset="official", method_kind="distill",
+                method_display="DM")
+    cfg = get_method("dm").resolve_config("official", {}).model_dump(mode="json")
+    rows = [dict(base, test_acc=80.0, method_config=dict(cfg, eval_every=50)),  # bookkeeping only
+            dict(base, test_acc=85.0, method_config=dict(cfg, lr_img=10.0)),
+            dict(base, test_acc=86.0, method_config=dict(cfg, lr_img=10.0, batch_real=64))]
+    b = leaderboard(rows)
+    assert sorted(b.params) == ["", "batch_real=64, lr_img=10.0", "lr_img=10.0"]
+    assert sorted(b.acc_mean) == [80.0, 85.0, 86.0]
+    md = render(b, "md")
+    assert "| DM [official] (lr_img=10.0) " in md and "| DM [official] (batch_real=64, lr_img=10.0) " in md
+    assert "| DM [official] " in md.replace("(", "|")
