@@ -106,7 +106,7 @@ def _idm_iteration(real, syn, mode: str):
         sampler = AllClassSampler(real, torch.Generator().manual_seed(5))
         for e in queue:  # fetch_net_num 2 x model_train_steps 10 x trained_bs 256 (CIFAR-10 ipc 10 command)
             train_queue_net(e, sampler, 256, 10, CPU, prec, cl)
-        return l_dm
+        return float(l_dm)
 
     return run
 
