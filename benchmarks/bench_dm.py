@@ -32,6 +32,9 @@ pytestmark = pytest.mark.bench
 IPC, BATCH_REAL, PER_CLASS = 10, 256, 500
 CPU = torch.device("cpu")
 CL = os.environ.get("DBENCH_BENCH_CHANNELS_LAST", "0") == "1"
+# DM's fast path: batched + bf16 + the compiled real-image forward (`forward: compiled`; the
+# warm-up round pays the one-off compile). DBENCH_BENCH_DM_FORWARD=batched measures eager bf16.
+DM_FAST_FORWARD = os.environ.get("DBENCH_BENCH_DM_FORWARD", "compiled")
 
 
 def _cifar_like() -> RealData:
@@ -61,7 +64,7 @@ def _dm_iteration(real, syn, mode: str):
         aug = SiameseAug(real.info.dsa_strategy, (32, 32), torch.Generator().manual_seed(2))
         s = syn.detach().clone().requires_grad_(True)
         loss = dm_loss(net, ClassRandomSampler(real, torch.Generator().manual_seed(3)), aug, s, 10, IPC, BATCH_REAL,
-                       "batched" if fast else "per_class", CPU, "bf16" if fast else "fp32", cl)
+                       DM_FAST_FORWARD if fast else "per_class", CPU, "bf16" if fast else "fp32", cl)
         loss.backward()
         return loss.item()
 
@@ -69,6 +72,9 @@ def _dm_iteration(real, syn, mode: str):
 
 
 def test_dm_iteration_batched_bf16_vs_per_class_fp32(benchmark):
+    """Eager batched bf16 alone measured 1.19x here (the frozen net's forward of 2560 images
+    dominates and bf16 gives the instance-normalised ConvNet only ~1.35x); the compiled
+    forward is what clears 2x."""
     real = _cifar_like()
     syn = torch.randn(10 * IPC, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     slow_s, slow_loss = _best_of(_dm_iteration(real, syn, "slow"))

@@ -145,10 +145,11 @@ def test_dm_batched_equals_per_class_loop(digits):
     net = freeze(create_model("ConvNet", digits.info, _gen())).train()
     syn = torch.randn(10 * 2, 1, 8, 8)
     losses = []
-    for mode in ("batched", "per_class"):
+    for mode in ("batched", "per_class", "compiled"):
         aug = SiameseAug(digits.info.dsa_strategy, (8, 8), _gen(1))
         losses.append(dm_loss(net, ClassRandomSampler(digits, _gen(2)), aug, syn, 10, 2, 32, forward=mode))
     assert losses[0].item() == pytest.approx(losses[1].item(), rel=1e-4)
+    assert losses[2].item() == pytest.approx(losses[0].item(), rel=1e-3)  # torch.compile'd real forward
 
 
 def test_siamese_aug_groups_classes_by_family():
