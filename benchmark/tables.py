@@ -3,6 +3,7 @@ from ``results/reference/published.csv`` and shown *beside* ours, never instead.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Iterable
@@ -93,21 +94,37 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _preset_config(method_name: str, preset: str | None) -> dict | None:
+    """The flattened config of ``method_name`` at ``preset`` with no params (once per pair)."""
+    from .api import get_method
+
+    try:
+        return _flatten(get_method(method_name).resolve_config(preset, {}).model_dump(mode="json"))
+    except Exception:  # noqa: BLE001 - a method this checkout no longer has: no reference to diff against
+        return None
+
+
 def params_label(method_name: str, preset: str | None, method_config) -> str:
     """The grid ``params`` a row ran with beyond its preset ('batch_real=64, iterations=200'),
     so a reduced or swept configuration is never shown as the plain preset and two param
     entries of one method never share a table row. '' when nothing deviates."""
-    from .api import get_method
-
     if not isinstance(method_config, dict) or not method_config:
         return ""
-    try:
-        ref = get_method(method_name).resolve_config(preset, {}).model_dump(mode="json")
-    except Exception:  # noqa: BLE001 - a method this checkout no longer has: no reference to diff against
+    a = _preset_config(method_name, preset)
+    if a is None:
         return ""
-    a, b = _flatten(ref), _flatten(method_config)
+    b = _flatten(method_config)
     diff = [f"{k}={b[k]}" for k in sorted(b) if k.split(".")[0] not in _BOOKKEEPING and a.get(k, object()) != b[k]]
     return ", ".join(diff)
+
+
+def _row_params(df: pd.DataFrame) -> list[str]:
+    """:func:`params_label` of every stored row (rows carry method_name, method_preset, method_config)."""
+    cfgs = df.get("method_config", pd.Series([{}] * len(df), index=df.index))
+    names = df.get("method_name", df.method.str.split(".").str[0])
+    presets = df.get("method_preset", pd.Series([None] * len(df), index=df.index))
+    return [params_label(n, p if isinstance(p, str) else None, c) for n, p, c in zip(names, presets, cfgs)]
 
 
 def _fmt(v: float, s: float | None) -> str:
@@ -123,10 +140,7 @@ def leaderboard(rows: Iterable[dict] | pd.DataFrame, published: pd.DataFrame | N
     if df.empty:
         return pd.DataFrame(columns=TIDY_COLUMNS)
     cfgs = df.get("method_config", pd.Series([{}] * len(df), index=df.index))
-    names = df.get("method_name", df.method.str.split(".").str[0])
-    presets = df.get("method_preset", pd.Series([None] * len(df), index=df.index))
-    df = df.assign(extractor=[extractor_label(c, b) for c, b in zip(cfgs, df.budget)],
-                   params=[params_label(n, p if isinstance(p, str) else None, c) for n, p, c in zip(names, presets, cfgs)])
+    df = df.assign(extractor=[extractor_label(c, b) for c, b in zip(cfgs, df.budget)], params=_row_params(df))
     keys = ["method", "dataset", "ipc", "arch", "preset", "budget", "arch_distill", "method_kind",
             "method_display", "dataset_display", "arch_display", "extractor", "params"]
     g = df.groupby(keys, dropna=False, sort=True)["test_acc"]
@@ -220,11 +234,7 @@ def _with_params_in_label(df: pd.DataFrame) -> pd.DataFrame:
     (a sweep) must stay apart, so the label carries the params beyond the preset."""
     if df.empty:
         return df
-    cfgs = df.get("method_config", pd.Series([{}] * len(df), index=df.index))
-    names = df.get("method_name", df.method.str.split(".").str[0])
-    presets = df.get("method_preset", pd.Series([None] * len(df), index=df.index))
-    labels = [params_label(n, p if isinstance(p, str) else None, c) for n, p, c in zip(names, presets, cfgs)]
-    return df.assign(method=[m + (f" ({p})" if p else "") for m, p in zip(df.method, labels)])
+    return df.assign(method=[m + (f" ({p})" if p else "") for m, p in zip(df.method, _row_params(df))])
 
 
 def _meta_iterations(meta: dict) -> int:
