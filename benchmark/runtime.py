@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import resource
 from typing import Literal
@@ -30,6 +31,33 @@ def autocast(device: torch.device, precision: Precision):
 
 def channels_last(x: torch.Tensor, enabled: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if enabled and x.ndim == 4 else x
+
+
+def _embed(net, x):
+    return net.embed(x)
+
+
+def logits_and_ce(net, x, y):
+    """``(logits, fp32 cross-entropy)`` of ``net(x)``: one training step's forward."""
+    logits = net(x)
+    return logits, torch.nn.functional.cross_entropy(logits.float(), y)
+
+
+@functools.cache
+def compiled_embed():
+    """``torch.compile``d ``net.embed(x)``, built once per process. Parameters are graph
+    inputs (inlined nn.Modules), so a fresh network of the same architecture (DM draws one per
+    iteration, IDM keeps a queue) reuses the compiled graph instead of recompiling; the fused
+    instance norm is what makes it fast on CPU. Call it inside :func:`autocast`."""
+    return torch.compile(_embed)
+
+
+@functools.cache
+def compiled_logits_and_ce():
+    """``torch.compile``d :func:`logits_and_ce`, forward and
+    backward (AOTAutograd), shared by every network of one architecture. Call it inside
+    :func:`autocast`; the loss is computed in fp32."""
+    return torch.compile(logits_and_ce)
 
 
 def hardware() -> str:

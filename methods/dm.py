@@ -30,7 +30,7 @@ from benchmark.api import ComponentConfig, DistillMethod, register_method
 from benchmark.data import RealData
 from benchmark.distill import ImageMatchingRun, SiameseAug, freeze
 from benchmark.losses import mean_embedding_mmd
-from benchmark.runtime import autocast, channels_last
+from benchmark.runtime import autocast, channels_last, compiled_embed
 from benchmark.samplers import ClassRandomSampler, RepresentativeConfig
 from benchmark.synset import SyntheticSet
 
@@ -118,18 +118,6 @@ class DM(DistillMethod):
         return run.result({"resolved": r, "provenance": SETTINGS["provenance"]})
 
 
-_COMPILED_EMBED = []
-
-
-def _compiled_embed():
-    """``torch.compile``d real-image forward, built once per process. Parameters are graph
-    inputs (inlined nn.Modules), so DM's fresh network every iteration reuses one compiled
-    graph instead of recompiling; the fused instance norm is what makes it fast on CPU."""
-    if not _COMPILED_EMBED:
-        _COMPILED_EMBED.append(torch.compile(lambda net, x: net.embed(x)))
-    return _COMPILED_EMBED[0]
-
-
 def dm_loss(net, sampler: ClassRandomSampler, aug: SiameseAug, syn: torch.Tensor, k: int, ipc: int, batch_real: int,
             forward: str = "batched", device=None, precision: str = "fp32", cl: bool = False) -> torch.Tensor:
     """The DM objective for one iteration (sum over classes). Draws real images and DSA
@@ -141,7 +129,7 @@ def dm_loss(net, sampler: ClassRandomSampler, aug: SiameseAug, syn: torch.Tensor
         real = sampler.many(batch_real)
         xr = channels_last(SiameseAug.apply(real, params), cl)
         xs = channels_last(SiameseAug.apply(syn, params), cl)
-        embed_real = _compiled_embed() if forward == "compiled" else (lambda n, x: n.embed(x))
+        embed_real = compiled_embed() if forward == "compiled" else (lambda n, x: n.embed(x))
         with autocast(device, precision):  # type: ignore[arg-type]
             with torch.no_grad():
                 fr = embed_real(net, xr)

@@ -18,6 +18,10 @@ Per iteration (uitrbn/IDM@fe23bbc ``IDM_cifar10.py``, ``command.txt``):
 Speed: the real images of all classes go through the matching net in one forward (the net
 is frozen during the per-class image steps, so this is exact); the synthetic forwards stay
 per class because each class's step changes the images the next class sees (momentum).
+``forward='compiled'`` additionally ``torch.compile``s that real-image forward and the queue
+nets' training step (forward + backward; one graph shared by every queue net), the two costs
+that dominate an iteration on CPU; same math. ``forward='per_class'`` is the plain reference
+loop (real images embedded class by class).
 
 ``None`` fields resolve from the per-setting table of ``command.txt`` (:data:`SETTINGS`).
 Datasets IDM never ran (MNIST, Fashion-MNIST, SVHN, digits) use the CIFAR-10 rows; the
@@ -29,14 +33,13 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 from benchmark.api import ComponentConfig, DistillMethod, register_method
 from benchmark.data import RealData
 from benchmark.distill import (DistillLoop, SiameseAug, freeze, generator_states, init_quadrants,
                                initial_images, restore_generators)
 from benchmark.losses import ce_regulariser, mean_embedding_mmd
-from benchmark.runtime import autocast, channels_last
+from benchmark.runtime import autocast, channels_last, compiled_embed, compiled_logits_and_ce, logits_and_ce
 from benchmark.samplers import AllClassSampler, ClassRandomSampler
 from benchmark.synset import Decode, SyntheticSet, multi_formation
 
@@ -128,6 +131,7 @@ class IDM(DistillMethod):
         dsa: bool = True
         dsa_strategy: str | None = None
         aug_scope: Literal["class", "iteration"] = "class"
+        forward: Literal["batched", "per_class", "compiled"] = "batched"
         eval_every: int = 0
         log_every: int = 10  # metrics are synced to the host only every log_every iterations
         checkpoint_every: int | None = None
@@ -219,14 +223,15 @@ class IDM(DistillMethod):
                 freeze(net)
                 ce_w = r["ce_weight"] * entry.acc_percent() * acc_scale
                 l_dm, l_ce = idm_image_steps(net, sampler, aug, syn, opt, k, ipc, r["batch_real"], decode,
-                                             ce_w if cfg.syn_ce else 0.0, dev, ctx.precision, ctx.channels_last)
+                                             ce_w if cfg.syn_ce else 0.0, dev, ctx.precision, ctx.channels_last,
+                                             cfg.forward)
                 for p, q in zip(net.parameters(), req):
                     p.requires_grad_(q)
                 # -- 3: train fetch_net_num queue nets on un-augmented real batches
                 pick = torch.randperm(len(queue), generator=g["queue"])[:cfg.fetch_net_num].tolist()
                 for j in pick:
                     train_queue_net(queue.items[j], all_sampler, cfg.trained_bs, r["model_train_steps"], dev,
-                                    ctx.precision, ctx.channels_last)
+                                    ctx.precision, ctx.channels_last, compiled=cfg.forward == "compiled")
                 loop.done(it, {"loss": (l_dm + ce_w * l_ce) / k, "loss_dm": l_dm / k, "loss_ce": l_ce / k,
                                "ce_weight_eff": ce_w, "queue_len": len(queue)}, state)
         finally:
@@ -240,21 +245,24 @@ def expand(x: torch.Tensor, decode: Decode) -> torch.Tensor:
     return multi_formation(x, torch.zeros(x.shape[0], dtype=torch.long), decode)[0]
 
 
-def real_class_means(net, sampler: ClassRandomSampler, params, k: int, batch_real: int, device, precision, cl):
+def real_class_means(net, sampler: ClassRandomSampler, params, k: int, batch_real: int, device, precision, cl,
+                     compiled: bool = False):
     real = sampler.many(batch_real)
     xr = channels_last(SiameseAug.apply(real, params), cl)
+    embed = compiled_embed() if compiled else (lambda n, x: n.embed(x))
     with torch.no_grad(), autocast(device, precision):
-        fr = net.embed(xr)
+        fr = embed(net, xr)
     return fr.float().reshape(k, -1, fr.shape[-1]).mean(1)
 
 
 def idm_image_steps(net, sampler, aug, syn, opt, k, ipc, batch_real, decode, ce_w, device, precision="fp32",
                     cl=False, forward: str = "batched") -> tuple[float, float]:
     """Per-class MMD + weighted-CE image steps. ``forward='batched'`` embeds all classes' real
-    images in one forward; ``'per_class'`` embeds them class by class (reference loop)."""
+    images in one forward (``'compiled'``: a compiled one); ``'per_class'`` embeds them class
+    by class (reference loop)."""
     params = aug.sample(k)
-    if forward == "batched":
-        means = real_class_means(net, sampler, params, k, batch_real, device, precision, cl)
+    if forward in ("batched", "compiled"):
+        means = real_class_means(net, sampler, params, k, batch_real, device, precision, cl, forward == "compiled")
     else:
         m = sampler.per_class_count(batch_real)
         rows = []
@@ -281,16 +289,23 @@ def idm_image_steps(net, sampler, aug, syn, opt, k, ipc, batch_real, decode, ce_
     return tot_dm, tot_ce
 
 
-def train_queue_net(entry: _Net, all_sampler: AllClassSampler, bs: int, steps: int, device, precision="fp32", cl=False):
+def train_queue_net(entry: _Net, all_sampler: AllClassSampler, bs: int, steps: int, device, precision="fp32", cl=False,
+                    compiled: bool = False):
+    """``steps`` SGD steps of plain CE on random all-class real batches; the accuracy meter is
+    synced to the host once per call, not per step."""
     net = entry.net
     net.train()
+    step = compiled_logits_and_ce() if compiled else logits_and_ce
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    total = 0
     for _ in range(steps):
         x, y = all_sampler(bs)
         with autocast(device, precision):
-            logits = net(channels_last(x, cl))
-        loss = F.cross_entropy(logits.float(), y)
+            logits, loss = step(net, channels_last(x, cl), y)
         entry.opt.zero_grad(set_to_none=True)
         loss.backward()
         entry.opt.step()
-        entry.correct += int((logits.argmax(1) == y).sum())
-        entry.total += int(y.numel())
+        correct += (logits.detach().argmax(1) == y).sum()
+        total += y.numel()
+    entry.correct += int(correct)
+    entry.total += total

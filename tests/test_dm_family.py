@@ -18,7 +18,7 @@ from benchmark.store import ResultStore
 from benchmark.synset import Decode
 from methods.datadam import datadam_loss
 from methods.dm import dm_loss, official_lr_img
-from methods.idm import ModelQueue, expand, idm_image_steps, official_setting
+from methods.idm import ModelQueue, _Net, expand, idm_image_steps, official_setting, train_queue_net
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +152,29 @@ def test_dm_batched_equals_per_class_loop(digits):
     assert losses[2].item() == pytest.approx(losses[0].item(), rel=1e-3)  # torch.compile'd real forward
 
 
+def test_idm_forward_modes_agree(digits):
+    """IDM's batched and compiled paths (real forward; queue-net train step) reproduce the
+    per-class reference loop: same image updates, same queue-net weights and meters."""
+    syns, nets = [], []
+    for mode in ("per_class", "batched", "compiled"):
+        net = freeze(create_model("ConvNet", digits.info, _gen())).eval()
+        syn = torch.randn(10, 1, 8, 8, generator=_gen(3)).requires_grad_(True)
+        opt = torch.optim.SGD([syn], lr=0.2, momentum=0.5)
+        aug = SiameseAug(digits.info.dsa_strategy, (8, 8), _gen(1))
+        idm_image_steps(net, ClassRandomSampler(digits, _gen(2)), aug, syn, opt, 10, 1, 32, Decode(2, "idm"), 5.0,
+                        torch.device("cpu"), forward=mode)
+        q = create_model("ConvNet", digits.info, _gen(4))
+        entry = _Net(q, torch.optim.SGD(q.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4), 0)
+        train_queue_net(entry, AllClassSampler(digits, _gen(5)), 32, 3, torch.device("cpu"),
+                        compiled=mode == "compiled")
+        assert entry.total == 96 and 0 <= entry.correct <= 96
+        syns.append(syn.detach())
+        nets.append(torch.cat([p.detach().flatten() for p in q.parameters()]))
+    for s, n in zip(syns[1:], nets[1:]):
+        assert torch.allclose(s, syns[0], atol=1e-4)
+        assert torch.allclose(n, nets[0], atol=1e-4)
+
+
 def test_siamese_aug_groups_classes_by_family():
     g = _gen(5)
     aug = SiameseAug("color_crop_cutout_flip_scale_rotate", (8, 8), g)
@@ -186,10 +209,12 @@ class _Kill(Exception):
     pass
 
 
-@pytest.mark.parametrize("key", ["dm", "idm", "datadam"])
-def test_resume_after_interrupt_matches_uninterrupted(digits, tmp_path, key):
+@pytest.mark.parametrize("key, params", [("dm", {}), ("idm", {}), ("idm", {"forward": "compiled"}),
+                                         ("datadam", {})])
+def test_resume_after_interrupt_matches_uninterrupted(digits, tmp_path, key, params):
     cls = get_method(key)
-    cfg = cls.resolve_config("official", {**_FAST[key], "iterations": 4, "checkpoint_every": 2, "log_every": 1})
+    cfg = cls.resolve_config("official", {**_FAST[key], **params, "iterations": 4, "checkpoint_every": 2,
+                                          "log_every": 1})
     full = cls(cfg, _ctx(digits, tmp_path / "a")).distill(digits, 1)
 
     def killer(metrics, step):
