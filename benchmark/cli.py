@@ -207,6 +207,60 @@ def table(
         print(text)
 
 
+# ------------------------------------------------------------------------ tune
+
+
+@app.command()
+@_user_errors
+def tune(
+    spec_file: Annotated[Path, typer.Argument(help="Tune YAML (e.g. tables/tune_dm_digits.yaml).")],
+    trials: Annotated[Optional[int], typer.Option("--trials", "-n", help="Completed trials to reach (default: "
+                                                  "the file's `trials`); a rerun continues the study.")] = None,
+    write_grid: Annotated[Optional[Path], typer.Option("--write-grid", help="Write the best parameters as a grid "
+                                                       "(beside random) whose `dbench run` measures test accuracy.")] = None,
+    storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (default: sqlite in "
+                                                   "<results>/tune); share one to tune from several machines.")] = None,
+    data_dir: DataDirOpt = None,
+    results_dir: ResultsOpt = None,
+    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: sqlite in the results dir).")] = None,
+    no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="Do not log to MLflow.")] = False,
+    device: DeviceOpt = "auto",
+    debug: DebugOpt = False,
+) -> None:
+    """Optuna sweep on a validation split carved from the training set (the test set is never read)."""
+    from .data import DataSource
+    from .errors import ConfigError
+    from .progress import console_progress
+    from .runner import RunOptions
+    from .store import results_dir as resolve_results
+    from .tracking import make_tracker
+    from .tune import load_tune, run_tune, trials_frame, write_best_grid
+
+    if trials is not None and trials < 1:
+        raise ConfigError(f"--trials {trials}: give a number >= 1.")
+    spec = load_tune(spec_file)
+    root = resolve_results(results_dir)
+    tracker = make_tracker(tracking_uri, root, enabled=not no_mlflow)
+    opts = RunOptions(device=device, data=DataSource.from_env(data_dir))
+    console.print(f"[bold]{spec.name}[/]: study {spec.study_name}, {trials or spec.trials} trials, "
+                  f"{spec.method.label} on {spec.dataset} ipc {spec.ipc}, validation {spec.validation_per_class}/class "
+                  f"held out of train, budget [cyan]{spec.budget}[/], MLflow {tracker.uri}")
+    with console_progress(console) as progress:
+        def report(t):
+            val = f"{t.value:.2f}" if t.value is not None else t.state.name.lower()
+            progress.log(f"trial {t.number}: {t.params} -> val acc {val}")
+
+        res = run_tune(spec, root, tracker, opts, progress, storage=storage, trials=trials, on_trial=report)
+    _print_frame(trials_frame(res.study), f"{res.study_name}: validation accuracy % (mean over {spec.num_eval} nets)")
+    if res.best_params is None:
+        err_console.print("[red]no trial completed[/]; see the failures above and rerun to retry.")
+        raise typer.Exit(1)
+    console.print(f"best: {res.best_params} (val acc {res.best_value:.2f})")
+    if write_grid is not None:
+        write_best_grid(spec, res, write_grid)
+        console.print(f"wrote {write_grid}; measure its test accuracy with: dbench run --grid {write_grid}")
+
+
 # ------------------------------------------------------------------------ list
 
 

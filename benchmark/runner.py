@@ -24,7 +24,7 @@ import torch
 
 from . import __version__
 from .api import RunContext, check_selection, check_synset, get_method
-from .data import DataSource, RealSubset, get_info, load_dataset
+from .data import DataSource, RealData, RealSubset, get_info, load_dataset
 from .errors import DbenchError
 from .evaluate import TensorSource, TrainSettings, evaluate, model_seeds
 from .grid import Cell
@@ -148,11 +148,19 @@ def save_png(synset: SyntheticSet, path: Path, min_px: int = 32) -> Path:
     return path
 
 
-def run_cell(cell: Cell, store: ResultStore, tracker, opts: RunOptions, progress: Progress) -> CellOutcome:
+def run_cell(cell: Cell, store: ResultStore, tracker, opts: RunOptions, progress: Progress,
+             data: tuple[RealData, RealData] | None = None, split: str = "test") -> CellOutcome:
+    """Run one cell. ``data=(train, eval)`` replaces the dataset's train/test splits (tuning
+    passes a train part and a validation split carved from the training set; ``split='val'``
+    then names every accuracy ``val_acc`` so no number of it can pass for a test accuracy)."""
     device = select_device(opts.device)
     info = get_info(cell.dataset)
-    real = load_dataset(cell.dataset, True, opts.data)
-    test = load_dataset(cell.dataset, False, opts.data)
+    if data is None:
+        real = load_dataset(cell.dataset, True, opts.data)
+        test = load_dataset(cell.dataset, False, opts.data)
+    else:
+        real, test = data
+    acc = f"{split}_acc"
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     tracker.start(cell.grid, cell.key, {
@@ -183,26 +191,26 @@ def run_cell(cell: Cell, store: ResultStore, tracker, opts: RunOptions, progress
         base_row = _base_row(cell, proto.epochs, n_train, n_stored, device)
 
         def persist(r):
-            row = {**base_row, "model_index": r.index, "model_seed": r.seed, "test_acc": r.test_acc,
+            row = {**base_row, "model_index": r.index, "model_seed": r.seed, acc: r.test_acc,
                    "train_loss": r.train_loss, "train_time_s": r.train_time_s, "test_time_s": r.test_time_s,
                    "steps": r.steps, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             store.write_row(cell.hash, r.index, row)
-            tracker.log_metrics({"eval/test_acc": r.test_acc, "eval/train_time_s": r.train_time_s}, step=r.index)
+            tracker.log_metrics({f"eval/{acc}": r.test_acc, "eval/train_time_s": r.train_time_s}, step=r.index)
 
         t0 = time.perf_counter()
         evaluate(source, proto, cell.arch_eval, info, test, seeds, settings, progress, skip=done, on_result=persist)
         eval_time = time.perf_counter() - t0
         rows = [r for r in store.iter_rows({cell.hash}) if r["model_index"] < cell.num_eval]
-        accs = torch.tensor([r["test_acc"] for r in rows], dtype=torch.float64)
+        accs = torch.tensor([r[acc] for r in rows], dtype=torch.float64)
         mean, std = float(accs.mean()), float(accs.std(unbiased=False))
-        summary = {"cell_key": cell.key, "cell": cell.model_dump(mode="json"), "test_acc_mean": mean, "test_acc_std": std,
+        summary = {"cell_key": cell.key, "cell": cell.model_dump(mode="json"), f"{acc}_mean": mean, f"{acc}_std": std,
                    "n": len(rows), "distill_time_s": distill_time, "eval_time_s": eval_time,
                    "peak_rss_mib": peak_rss_mib(), "peak_cuda_mib": peak_cuda_mib(device)}
-        tracker.log_metrics({"test_acc_mean": mean, "test_acc_std": std, "n_models": len(rows),
+        tracker.log_metrics({f"{acc}_mean": mean, f"{acc}_std": std, "n_models": len(rows),
                              "distill_time_s": distill_time, "eval_time_s": eval_time,
                              "peak_rss_mib": summary["peak_rss_mib"], "peak_cuda_mib": summary["peak_cuda_mib"],
                              "n_images_stored": n_stored, "n_train_images": n_train})
-        _log_artifacts(tracker, store, cell, synset, rows)
+        _log_artifacts(tracker, store, cell, synset, rows, acc)
         store.finish_cell(cell.hash, summary)
         tracker.end("FINISHED")
         return CellOutcome(cell, "finished", mean, std, len(rows))
@@ -234,13 +242,14 @@ def _base_row(cell: Cell, epochs: int, n_train: int, n_stored: int, device: torc
     }
 
 
-def _log_artifacts(tracker, store: ResultStore, cell: Cell, synset: SyntheticSet | None, rows: list[dict]) -> None:
+def _log_artifacts(tracker, store: ResultStore, cell: Cell, synset: SyntheticSet | None, rows: list[dict],
+                   acc: str = "test_acc") -> None:
     if isinstance(tracker, NullTracker) and type(tracker) is NullTracker:
         return
     art = store.root / "artifacts" / cell.hash
     art.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
-    cols = ["model_index", "model_seed", "test_acc", "train_loss", "train_time_s", "test_time_s", "steps"]
+    cols = ["model_index", "model_seed", acc, "train_loss", "train_time_s", "test_time_s", "steps"]
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     w.writeheader()
     w.writerows(sorted(rows, key=lambda r: r["model_index"]))

@@ -1,0 +1,317 @@
+"""Optuna sweeps on a validation split carved from the training set (never the test set).
+
+A tune file names one method (with a preset and fixed params), one dataset / IPC / protocol
+/ budget, and a search space over the method's config fields (``protocol.<field>`` keys tune
+the evaluation protocol instead)::
+
+    name: tune_dm_digits
+    method: {name: dm, preset: official, params: {iterations: 100}}
+    dataset: digits
+    ipc: 1
+    preset: dm
+    budget: cpu
+    num_eval: 2
+    validation_per_class: 20
+    trials: 8
+    search:
+      lr_img: {low: 0.1, high: 10, log: true}
+      batch_real: {choices: [32, 64, 128]}
+
+Every trial is one cell of the normal runner, distilled on the training set minus a fixed,
+seeded validation split (``validation_per_class`` images of each class) and scored by the
+mean validation accuracy of ``num_eval`` networks; the test split is never loaded. Trials
+live in their own results store (``<results>/tune/<study>/``, so no tuning set can be
+mistaken for a benchmark one) and an Optuna study in ``<results>/tune/optuna.db`` (or any
+``--storage`` URL), named after the spec's content hash: rerunning the same command continues
+the study, a finished trial is never rerun, and an interrupted trial is requeued with the
+same parameters, so it resumes from its distillation checkpoint and its finished networks.
+The winner is written as a grid (``--write-grid``), the only way its test accuracy is
+measured.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .data import RealData, load_dataset
+from .errors import ConfigError, DbenchError
+from .grid import Cell, GridSpec, MethodSpec, _fmt_loc, expand, short_hash
+from .runner import RunOptions, run_cell
+from .seed import derive_seed
+from .store import ResultStore, atomic_write_text
+
+PROTOCOL_PREFIX = "protocol."
+
+
+class SearchParam(BaseModel):
+    """``{low, high[, log, step]}`` (int when both bounds are ints) or ``{choices: [...]}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or not self.choices:
+                raise ValueError("give either a non-empty 'choices' list or 'low'/'high', not both")
+        elif self.low is None or self.high is None:
+            raise ValueError("needs 'low' and 'high' (or 'choices')")
+        elif self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        return all(isinstance(v, int) and not isinstance(v, bool) for v in (self.low, self.high)) and \
+            (self.step is None or isinstance(self.step, int))
+
+    def suggest(self, trial, name: str):
+        if self.choices is not None:
+            return trial.suggest_categorical(name, self.choices)
+        if self.is_int:
+            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(name, float(self.low), float(self.high), step=self.step, log=self.log)
+
+    def example(self):
+        return self.choices[0] if self.choices is not None else self.low
+
+
+class TuneSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    method: MethodSpec
+    dataset: str
+    ipc: int = Field(ge=1)
+    arch: str = "ConvNet"
+    preset: str = "dsa"
+    protocol_overrides: dict[str, Any] = Field(default_factory=dict)
+    budget: str = "cpu"
+    budget_overrides: dict[str, Any] = Field(default_factory=dict)
+    num_eval: int = Field(2, ge=1)
+    seed: int = 0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    validation_per_class: int = Field(20, ge=1)
+    trials: int = Field(10, ge=1)
+    sampler: Literal["tpe", "random"] = "tpe"
+    search: dict[str, SearchParam]
+
+    @model_validator(mode="after")
+    def _search(self):
+        if not self.search:
+            raise ValueError("search: give at least one parameter to tune")
+        return self
+
+    @property
+    def study_name(self) -> str:
+        """Name + hash of everything that changes a trial's number (not trials, description)."""
+        return f"{self.name}-{short_hash(self.model_dump(mode='json', exclude={'trials', 'description'}))}"
+
+    def grid_for(self, params: dict[str, Any]) -> GridSpec:
+        """The one-cell grid of a trial (``params`` as chosen by Optuna)."""
+        method_params = {k: v for k, v in params.items() if not k.startswith(PROTOCOL_PREFIX)}
+        proto = {k[len(PROTOCOL_PREFIX):]: v for k, v in params.items() if k.startswith(PROTOCOL_PREFIX)}
+        return GridSpec(
+            name=self.study_name, methods=[MethodSpec(name=self.method.name, preset=self.method.preset,
+                                                      params={**self.method.params, **method_params})],
+            datasets=[self.dataset], ipc=[self.ipc], arch=self.arch, preset=self.preset,
+            protocol_overrides={**self.protocol_overrides, **proto}, budget=self.budget,
+            budget_overrides=self.budget_overrides, num_exp=1, num_eval=self.num_eval, seed=self.seed,
+            precision=self.precision, channels_last=self.channels_last, compile=self.compile)
+
+    def cell_for(self, params: dict[str, Any]) -> Cell:
+        cells = expand(self.grid_for(params))
+        if len(cells) != 1:
+            raise ConfigError(f"tune '{self.name}': expected one cell per trial, got {len(cells)}")
+        return cells[0]
+
+    def best_grid_yaml(self, params: dict[str, Any], value: float, study: str) -> str:
+        g = self.grid_for(params)
+        doc = {"name": f"{self.name}_best", "methods": ["random", g.methods[0].model_dump(exclude_defaults=True)],
+               "datasets": g.datasets, "ipc": g.ipc, "arch": g.arch, "preset": self.preset,
+               **({"protocol_overrides": g.protocol_overrides} if g.protocol_overrides else {}),
+               "budget": self.budget, **({"budget_overrides": self.budget_overrides} if self.budget_overrides else {}),
+               "num_exp": 1, "num_eval": self.num_eval, "seed": self.seed, "precision": self.precision}
+        head = (f"# Written by `dbench tune` (study {study}): the parameters with the best\n"
+                f"# validation accuracy, {value:.2f}% on {self.validation_per_class} held-out training images per class.\n"
+                f"# Run it to measure the test accuracy beside random: dbench run --grid <this file>\n")
+        return head + yaml.safe_dump(doc, sort_keys=False)
+
+
+def load_tune(path: str | Path) -> TuneSpec:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: tune file not found. See tables/tune_*.yaml for examples.")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', e)}. Fix the syntax.") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping (name, method, dataset, ipc, search, ...).")
+    raw.setdefault("name", path.stem)
+    if isinstance(raw.get("method"), str):
+        name, _, preset = raw["method"].partition(".")
+        raw["method"] = {"name": name, "preset": preset or None}
+    try:
+        spec = TuneSpec.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        raise ConfigError(f"{path}: {_fmt_loc(err['loc'])}: {err['msg']}{more}.") from None
+    try:  # every name and searched field resolves before any compute is spent
+        spec.cell_for({k: p.example() for k, p in spec.search.items()})
+    except DbenchError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return spec
+
+
+def validation_split(real: RealData, per_class: int, seed: int) -> tuple[RealData, RealData]:
+    """(train minus validation, validation): ``per_class`` random images of every class,
+    drawn with a generator seeded from ``seed``; no image is in both."""
+    g = torch.Generator().manual_seed(seed)
+    val_idx, train_idx = [], []
+    for c, idx in enumerate(real.class_indices):
+        if idx.numel() <= per_class:
+            raise DbenchError(f"{real.info.name}: class {c} has {idx.numel()} training images, too few to hold out "
+                              f"validation_per_class={per_class}. Lower validation_per_class.")
+        perm = idx[torch.randperm(idx.numel(), generator=g)]
+        val_idx.append(perm[:per_class])
+        train_idx.append(perm[per_class:])
+    tr, va = torch.cat(train_idx).sort().values, torch.cat(val_idx).sort().values
+    return (RealData(real.info, real.images[tr], real.labels[tr], "train-minus-val"),
+            RealData(real.info, real.images[va], real.labels[va], "val"))
+
+
+@dataclass
+class TuneResult:
+    study: Any
+    study_name: str
+    store: ResultStore
+    best_params: dict[str, Any] | None
+    best_value: float | None
+
+
+def _storage(url: str | None, root: Path):
+    import optuna
+
+    url = url or f"sqlite:///{(root / 'optuna.db').resolve()}"
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings():  # heartbeat + retry are marked experimental in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=60, grace_period=180,
+                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2))
+    except Exception as e:  # noqa: BLE001
+        raise DbenchError(f"Optuna storage {url!r} is not usable ({type(e).__name__}: {e}). Pass another --storage.") from None
+
+
+def requeue_interrupted(study) -> int:
+    """Enqueue once more the parameters of every trial that was interrupted (Ctrl-C, a
+    failing cell) and has no completed or queued retry, so a rerun resumes it."""
+    import optuna
+
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials} | {t.system_attrs.get("failed_trial") for t in trials}
+    done = [t.params for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    n = 0
+    for t in trials:
+        if t.state == optuna.trial.TrialState.FAIL and t.number not in retried and t.params and t.params not in done:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+            n += 1
+    return n
+
+
+def run_tune(spec: TuneSpec, results_root: Path, tracker, opts: RunOptions, progress,
+             storage: str | None = None, trials: int | None = None,
+             on_trial: Callable[[Any], None] | None = None) -> TuneResult:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    root = results_root / "tune"
+    name = spec.study_name
+    store = ResultStore(root / name)
+    real = load_dataset(spec.dataset, True, opts.data)  # the test split is never loaded here
+    train, val = validation_split(real, spec.validation_per_class, derive_seed(spec.seed, "validation-split"))
+    st = _storage(storage, root)
+    probe = optuna.load_study(study_name=name, storage=st) if name in optuna.get_all_study_names(st) else None
+    n_before = len(probe.get_trials(deepcopy=False)) if probe else 0
+    seed = derive_seed(spec.seed, "tune-sampler", n_before) % 2**32  # deterministic given the study's history
+    sampler = optuna.samplers.TPESampler(seed=seed) if spec.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed)
+    study = optuna.create_study(study_name=name, storage=st, sampler=sampler, direction="maximize", load_if_exists=True)
+    study.set_user_attr("spec", spec.model_dump(mode="json"))
+    requeue_interrupted(study)
+    target = trials or spec.trials
+
+    def objective(trial):
+        params = {k: p.suggest(trial, k) for k, p in spec.search.items()}
+        cell = spec.cell_for(params)
+        trial.set_user_attr("cell_hash", cell.hash)
+        if store.is_finished(cell.hash, cell.num_eval):
+            s = store.cell_summary(cell.hash) or {}
+            return float(s["val_acc_mean"])
+        out = run_cell(cell, store, tracker, opts, progress, data=(train, val), split="val")
+        if out.status != "finished" or not math.isfinite(out.acc_mean):
+            raise DbenchError(f"trial {trial.number} ({params}) failed: {out.error}")
+        return out.acc_mean
+
+    def complete() -> int:
+        return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+
+    left = target - complete()
+    if left > 0:
+        bar = progress.task(f"tune {spec.name}", target)
+        bar.advance(target - left)
+
+        def after(st_, t):
+            if t.state == optuna.trial.TrialState.COMPLETE:
+                bar.advance()
+            if on_trial:
+                on_trial(t)
+
+        study.optimize(objective, n_trials=left + 2 * len(spec.search) + 2, catch=(DbenchError,),
+                       callbacks=[optuna.study.MaxTrialsCallback(target, states=(optuna.trial.TrialState.COMPLETE,)),
+                                  after])
+    best = None
+    if complete():
+        best = study.best_trial
+    return TuneResult(study, name, store, best.params if best else None, best.value if best else None)
+
+
+def trials_frame(study):
+    import pandas as pd
+
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        rows.append({"trial": t.number, "state": t.state.name.lower(),
+                     "val_acc": round(t.value, 2) if t.value is not None else None,
+                     **{k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in t.params.items()},
+                     "retry_of": t.user_attrs.get("retry_of", "")})
+    return pd.DataFrame(rows)
+
+
+def write_best_grid(spec: TuneSpec, result: TuneResult, path: Path) -> Path:
+    if result.best_params is None:
+        raise DbenchError(f"study {result.study_name} has no completed trial yet; rerun `dbench tune` first.")
+    atomic_write_text(path, spec.best_grid_yaml(result.best_params, result.best_value, result.study_name))
+    return path
