@@ -54,13 +54,14 @@ def _user_errors(fn):
 
 
 def _print_frame(df, title: str | None = None) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     t = Table(title=title, show_lines=False)
     for c in df.columns:
         t.add_column(str(c))
-    for row in df.itertuples(index=False):
-        t.add_row(*[str(v) for v in row])
+    for row in df.itertuples(index=False):  # cells are data, not rich markup ('DM [official]')
+        t.add_row(*[escape(str(v)) for v in row])
     console.print(t)
 
 

@@ -105,6 +105,13 @@ def _preset_config(method_name: str, preset: str | None) -> dict | None:
         return None
 
 
+def _short(v) -> str:
+    """A float as written (10.0, 0.5) unless it is long (a tuned 0.45962757368712065 -> 0.459628)."""
+    if isinstance(v, float) and len(repr(v)) > 8:
+        return f"{v:.6g}"
+    return str(v)
+
+
 def params_label(method_name: str, preset: str | None, method_config) -> str:
     """The grid ``params`` a row ran with beyond its preset ('batch_real=64, iterations=200'),
     so a reduced or swept configuration is never shown as the plain preset and two param
@@ -115,7 +122,7 @@ def params_label(method_name: str, preset: str | None, method_config) -> str:
     if a is None:
         return ""
     b = _flatten(method_config)
-    diff = [f"{k}={b[k]}" for k in sorted(b) if k.split(".")[0] not in _BOOKKEEPING and a.get(k, object()) != b[k]]
+    diff = [f"{k}={_short(b[k])}" for k in sorted(b) if k.split(".")[0] not in _BOOKKEEPING and a.get(k, object()) != b[k]]
     return ", ".join(diff)
 
 

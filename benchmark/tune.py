@@ -289,7 +289,8 @@ def run_tune(spec: TuneSpec, results_root: Path, tracker, opts: RunOptions, prog
             if on_trial:
                 on_trial(t)
 
-        study.optimize(objective, n_trials=left + 2 * len(spec.search) + 2, catch=(DbenchError,),
+        # room for failing trials; MaxTrialsCallback stops at `target` completed ones
+        study.optimize(objective, n_trials=2 * left, catch=(DbenchError,),
                        callbacks=[optuna.study.MaxTrialsCallback(target, states=(optuna.trial.TrialState.COMPLETE,)),
                                   after])
     best = None

@@ -74,3 +74,18 @@ def test_param_entries_of_one_method_stay_apart_and_are_named():
     md = render(b, "md")
     assert "| DM [official] (lr_img=10.0) " in md and "| DM [official] (batch_real=64, lr_img=10.0) " in md
     assert "| DM [official] " in md.replace("(", "|")
+
+
+def test_params_label_shortens_floats_only_in_the_label():
+    from benchmark.tables import params_label
+
+    label = params_label("dm", "official", {"lr_img": 0.45962757368712065, "batch_real": 64})
+    assert "lr_img=0.459628" in label and "batch_real=64" in label
+
+
+def test_cli_tables_print_brackets_literally(capsys):
+    from benchmark.cli import _print_frame, console
+
+    with console.capture() as cap:
+        _print_frame(pd.DataFrame([{"method": "DM [official] (batch_real=64)"}]))
+    assert "DM [official]" in cap.get()
