@@ -214,7 +214,7 @@ def table(
 @app.command()
 @_user_errors
 def tune(
-    spec_file: Annotated[Path, typer.Argument(help="Tune YAML (e.g. tables/tune_dm_digits.yaml).")],
+    spec_file: Annotated[Path, typer.Argument(help="Tune YAML (e.g. tables/tune/dm_digits.yaml).")],
     trials: Annotated[Optional[int], typer.Option("--trials", "-n", help="Completed trials to reach (default: "
                                                   "the file's `trials`); a rerun continues the study.")] = None,
     write_grid: Annotated[Optional[Path], typer.Option("--write-grid", help="Write the best parameters as a grid "

@@ -185,6 +185,8 @@ def load_grid(path: str | Path) -> GridSpec:
         raise ConfigError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', e)}. Fix the syntax.") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of grid fields (name, methods, datasets, ...).")
+    if "search" in raw and "methods" not in raw:
+        raise ConfigError(f"{path}: this is a tune file (it has 'search'); run it with `dbench tune {path}`.")
     if "include" in raw:
         inc = path.parent / str(raw.pop("include"))
         base = yaml.safe_load(inc.read_text()) if inc.exists() else None

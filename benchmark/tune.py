@@ -159,7 +159,7 @@ class TuneSpec(BaseModel):
 def load_tune(path: str | Path) -> TuneSpec:
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"{path}: tune file not found. See tables/tune_*.yaml for examples.")
+        raise ConfigError(f"{path}: tune file not found. See tables/tune/*.yaml for examples.")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
@@ -168,6 +168,8 @@ def load_tune(path: str | Path) -> TuneSpec:
         raise ConfigError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', e)}. Fix the syntax.") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping (name, method, dataset, ipc, search, ...).")
+    if "methods" in raw and "search" not in raw:
+        raise ConfigError(f"{path}: this is a grid (it has 'methods'); run it with `dbench run --grid {path}`.")
     raw.setdefault("name", path.stem)
     if isinstance(raw.get("method"), str):
         name, _, preset = raw["method"].partition(".")

@@ -134,6 +134,14 @@ def test_cli_tune_end_to_end(tmp_path, no_test_split):
     assert bad.exit_code == 2 and "--trials" in bad.output
 
 
+def test_grid_and_tune_files_are_told_apart(tmp_path):
+    root = Path(__file__).parent.parent / "tables"
+    with pytest.raises(ConfigError, match="dbench tune"):
+        load_grid(root / "tune" / "dm_digits.yaml")
+    with pytest.raises(ConfigError, match="dbench run --grid"):
+        load_tune(root / "quickstart.yaml")
+
+
 def test_shipped_tune_file_loads():
-    spec = load_tune(Path(__file__).parent.parent / "tables" / "tune_dm_digits.yaml")
+    spec = load_tune(Path(__file__).parent.parent / "tables" / "tune" / "dm_digits.yaml")
     assert spec.method.name == "dm" and "lr_img" in spec.search
