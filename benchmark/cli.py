@@ -161,7 +161,8 @@ def table(
     view: Annotated[str, typer.Option("--view", help="leaderboard, or efficiency: accuracy vs distillation "
                                       "iteration and the iterations each method needs to reach its baseline "
                                       "(IDC for DREAM/DREAM+; the ordinary sampler for `sampler: representative`); "
-                                      "with --out also a PNG plot.")] = "leaderboard",
+                                      "with --out also a PNG plot; or cross_arch: method x distillation arch rows, "
+                                      "one column per evaluation arch and the mean transfer to the others.")] = "leaderboard",
     results_dir: ResultsOpt = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -169,10 +170,10 @@ def table(
     from .errors import ConfigError
     from .grid import expand, load_grid, parse_only, row_matches
     from .store import ResultStore, atomic_write_text
-    from .tables import efficiency, leaderboard, plot_efficiency, render, render_efficiency
+    from .tables import efficiency, leaderboard, plot_efficiency, render, render_cross_arch, render_efficiency
 
-    if view not in ("leaderboard", "efficiency"):
-        raise ConfigError(f"--view {view}: use leaderboard or efficiency.")
+    if view not in ("leaderboard", "efficiency", "cross_arch"):
+        raise ConfigError(f"--view {view}: use leaderboard, efficiency or cross_arch.")
     if name is not None and (not name or "/" in name or "\\" in name or name.startswith(".")):
         raise ConfigError(f"--name {name!r}: give a plain file stem such as dream_efficiency_dream_plus.")
 
@@ -197,11 +198,12 @@ def table(
             err_console.print(f"wrote {out}/{name}_efficiency.md, .tex, .csv, .png")
     else:
         board = leaderboard(rows)
-        text = render(board, fmt)
+        draw, stem = (render_cross_arch, f"{name}_cross_arch") if view == "cross_arch" else (render, name)
+        text = draw(board, fmt)
         if out is not None:
             for f, ext in (("md", "md"), ("latex", "tex"), ("csv", "csv")):
-                atomic_write_text(out / f"{name}.{ext}", render(board, f) + "\n")
-            err_console.print(f"wrote {out}/{name}.md, .tex, .csv")
+                atomic_write_text(out / f"{stem}.{ext}", draw(board, f) + "\n")
+            err_console.print(f"wrote {out}/{stem}.md, .tex, .csv")
     if fmt == "csv":
         sys.stdout.write(text)
     else:
@@ -304,6 +306,10 @@ def list_(
         for k, a in ARCHS.items():
             rows.append({"name": k, "display": a.display_name, "description": a.description})
         rows.append({"name": "timm:<name>", "display": "-", "description": "any timm model (pip install 'dbench[timm]')"})
+        from .models import EVAL_POOLS
+
+        for k, pool in EVAL_POOLS.items():
+            rows.append({"name": f"pool:{k}", "display": "-", "description": "evaluation pool: " + ", ".join(pool)})
     elif kind == "presets":
         from .evaluate import PROFILES
 

@@ -18,7 +18,7 @@ from .budgets import Budget, resolve_budget
 from .data import get_info
 from .errors import ConfigError, DbenchError
 from .evaluate import EvalProtocol, protocol_with
-from .models import canonical_arch
+from .models import canonical_arch, expand_archs
 from .seed import derive_seed
 
 
@@ -250,7 +250,7 @@ def expand(grid: GridSpec, *, budget: str | None = None, only: dict[str, set[str
     proto = protocol_with(grid.preset, grid.protocol_overrides)
     preset_label = grid.preset if not grid.protocol_overrides else f"{grid.preset}*"
     arch = canonical_arch(grid.arch)
-    eval_archs = [canonical_arch(a) for a in (grid.eval_archs or [grid.arch])]
+    eval_archs = expand_archs(grid.eval_archs or [grid.arch])
     cells: list[Cell] = []
     for i, m in enumerate(grid.methods):
         try:

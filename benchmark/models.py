@@ -194,15 +194,17 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(FeatureNet):
-    """CIFAR ResNet (3x3 stride-1 stem). ``ap=True`` gives ResNet18BN_AP (avg-pool downsampling)."""
+    """CIFAR ResNet (3x3 stride-1 stem). ``ap=True`` gives ResNet18BN_AP (avg-pool downsampling);
+    ``widths=(32, 64, 128, 256)`` with one block per stage is IDC/DREAM's ResNet-10."""
 
     def __init__(self, channels: int, num_classes: int, im_size: tuple[int, int], layers=(2, 2, 2, 2),
-                 norm: str = "instancenorm", ap: bool = False):
+                 norm: str = "instancenorm", ap: bool = False, widths=(64, 128, 256, 512)):
         super().__init__()
-        stem = [nn.Conv2d(channels, 64, 3, stride=1, padding=1, bias=False), make_norm(norm, 64, (1, 1)), nn.ReLU(inplace=True)]
+        w0 = widths[0]
+        stem = [nn.Conv2d(channels, w0, 3, stride=1, padding=1, bias=False), make_norm(norm, w0, (1, 1)), nn.ReLU(inplace=True)]
         blocks: list[nn.Module] = [nn.Sequential(*stem)]
-        c_in = 64
-        for i, (c, n) in enumerate(zip((64, 128, 256, 512), layers)):
+        c_in = w0
+        for i, (c, n) in enumerate(zip(widths, layers)):
             stage = []
             for j in range(n):
                 stride = (1 if i == 0 else 2) if j == 0 else 1
@@ -212,10 +214,53 @@ class ResNet(FeatureNet):
         self.blocks = nn.ModuleList(blocks)
         self.ap = ap
         h = im_size[0] // 8
-        self.classifier = nn.Linear(512 * h * h if ap else 512, num_classes)
+        self.classifier = nn.Linear(widths[-1] * h * h if ap else widths[-1], num_classes)
 
     def pool_out(self, x):
         return x if self.ap else F.adaptive_avg_pool2d(x, 1)
+
+
+class _DenseLayer(nn.Module):
+    """Bottleneck: BN-ReLU-conv1x1(4k)-BN-ReLU-conv3x3(k), output concatenated to the input."""
+
+    def __init__(self, c_in: int, growth: int):
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(c_in), nn.Conv2d(c_in, 4 * growth, 1, bias=False)
+        self.bn2, self.conv2 = nn.BatchNorm2d(4 * growth), nn.Conv2d(4 * growth, growth, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        out = self.conv1(F.relu(self.bn1(x)))
+        out = self.conv2(F.relu(self.bn2(out)))
+        return torch.cat([out, x], 1)
+
+
+class DenseNetCifar(FeatureNet):
+    """kuangliu ``densenet_cifar`` as used by IDC/DREAM under the name DenseNet-121: bottleneck
+    blocks [6, 12, 24, 16], growth rate 12, compression 0.5, 3x3 stem to 24 channels, BatchNorm,
+    global average pool (= avg-pool 4 at 32 px). Much narrower than torchvision's DenseNet-121."""
+
+    def __init__(self, channels: int, num_classes: int, im_size: tuple[int, int], layers=(6, 12, 24, 16),
+                 growth: int = 12, reduction: float = 0.5):
+        super().__init__()
+        c = 2 * growth
+        blocks: list[nn.Module] = [nn.Conv2d(channels, c, 3, padding=1, bias=False)]
+        for i, n in enumerate(layers):
+            stage: list[nn.Module] = []
+            for _ in range(n):
+                stage.append(_DenseLayer(c, growth))
+                c += growth
+            if i < len(layers) - 1:
+                out = int(math.floor(c * reduction))
+                stage += [nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, out, 1, bias=False), nn.AvgPool2d(2)]
+                c = out
+            else:
+                stage += [nn.BatchNorm2d(c), nn.ReLU()]
+            blocks.append(nn.Sequential(*stage))
+        self.blocks = nn.ModuleList(blocks)
+        self.classifier = nn.Linear(c, num_classes)
+
+    def pool_out(self, x):
+        return F.adaptive_avg_pool2d(x, 1)
 
 
 class TimmNet(FeatureNet):
@@ -285,11 +330,41 @@ _reg("ResNet18", "ResNet-18", "CIFAR ResNet-18 with instancenorm", lambda ch, k,
 _reg("ResNet18BN", "ResNet-18-BN", "CIFAR ResNet-18 with BatchNorm", lambda ch, k, hw: ResNet(ch, k, hw, norm="batchnorm"))
 _reg("ResNet18BN_AP", "ResNet-18-BN-AP", "ResNet-18-BN with avg-pool downsampling (DC variant)",
      lambda ch, k, hw: ResNet(ch, k, hw, norm="batchnorm", ap=True))
-_reg("ResNet10BN", "ResNet-10-BN", "CIFAR ResNet-10 with BatchNorm", lambda ch, k, hw: ResNet(ch, k, hw, (1, 1, 1, 1), "batchnorm"))
+_reg("ResNet18_AP", "ResNet-18-AP", "ResNet-18 (instancenorm) with avg-pool downsampling (MTT/IDM eval pool)",
+     lambda ch, k, hw: ResNet(ch, k, hw, ap=True))
+_reg("ResNet10BN", "ResNet-10-BN", "IDC/DREAM ResNet-10: 32-channel stem, widths 32/64/128/256, one BasicBlock per "
+     "stage, BatchNorm", lambda ch, k, hw: ResNet(ch, k, hw, (1, 1, 1, 1), "batchnorm", widths=(32, 64, 128, 256)))
+_reg("DenseNet121_cifar_k12", "DenseNet-121 (CIFAR, k=12)", "IDC/DREAM 'DenseNet-121': kuangliu densenet_cifar, "
+     "growth 12, blocks 6/12/24/16, BatchNorm", lambda ch, k, hw: DenseNetCifar(ch, k, hw))
+
+# Named evaluation pools (grids: eval_archs: [pool:dc]); each codebase's own, never mixed.
+EVAL_POOLS: dict[str, tuple[str, ...]] = {
+    "dc": ("MLP", "ConvNet", "LeNet", "AlexNet", "VGG11", "ResNet18"),  # DC/DSA eval_mode=M (instancenorm variants)
+    "dm_bn": ("ConvNetBN", "ConvNetASwishBN", "AlexNetBN", "VGG11BN", "ResNet18BN"),  # DM eval_mode=B
+    "mtt": ("ConvNet", "AlexNet", "VGG11", "ResNet18_AP", "ResNet18"),  # MTT / IDM eval_mode=M
+    "idc": ("ConvNet", "ResNet10BN", "DenseNet121_cifar_k12"),  # IDC / DREAM / DREAM+ (CIFAR)
+}
 
 _LOWER = {k.lower(): k for k in ARCHS}
 _LOWER.update({"convnet3": "ConvNet", "convnet3_bn": "ConvNetBN", "convnet4": "ConvNetD4", "convnet4_bn": "ConvNetD4BN",
-               "resnet18_bn": "ResNet18BN", "alexnet_bn": "AlexNetBN", "vgg11_bn": "VGG11BN", "resnet10_bn": "ResNet10BN"})
+               "resnet18_bn": "ResNet18BN", "alexnet_bn": "AlexNetBN", "vgg11_bn": "VGG11BN", "resnet10_bn": "ResNet10BN",
+               "densenet_cifar": "DenseNet121_cifar_k12"})
+
+
+def expand_archs(names: list[str]) -> list[str]:
+    """Canonical architecture names, with ``pool:<name>`` entries replaced by that evaluation
+    pool (:data:`EVAL_POOLS`); order kept, duplicates dropped."""
+    out: list[str] = []
+    for n in names:
+        if n.startswith("pool:"):
+            pool = EVAL_POOLS.get(n[5:])
+            if pool is None:
+                raise UnknownNameError("arch", n, [f"pool:{p}" for p in EVAL_POOLS])
+            items = list(pool)
+        else:
+            items = [canonical_arch(n)]
+        out += [a for a in items if a not in out]
+    return out
 
 
 def canonical_arch(name: str) -> str:

@@ -211,6 +211,57 @@ def render(board: pd.DataFrame, fmt: str = "md") -> str:
     raise DbenchError(f"unknown table format {fmt!r}; use md, latex or csv.")
 
 
+# ---------------------------------------------------------------- cross-architecture
+
+
+def _arch_name(a: str) -> str:
+    from .models import arch_display
+
+    try:
+        return arch_display(a)
+    except DbenchError:  # an architecture this checkout no longer has
+        return str(a)
+
+
+def cross_arch_pivot(board: pd.DataFrame) -> pd.DataFrame:
+    """Cross-architecture transfer: one row per (dataset, IPC, method, distillation arch),
+    one column per evaluation architecture ('mean ± std (n)'; '; paper x' beside ours where
+    published), and ``transfer``: the mean over the evaluation architectures other than the
+    one the set was made on."""
+    if board.empty:
+        return board
+    b = board.copy()
+    b["method_display"] = [d if "." not in m else f"{d} [{m.split('.', 1)[1]}]" for d, m in zip(b.method_display, b.method)]
+    b["method_display"] = [d + (f" ({p})" if p else "") for d, p in zip(b.method_display, b.get("params", [""] * len(b)))]
+    b["IPC"] = b.ipc.map(lambda i: "all" if int(i) == 0 else str(int(i)))
+    b["distilled on"] = b.arch_distill.map(_arch_name)
+    b["cell"] = [f"{_fmt(m, sd)} (n={n})" + (f"; paper {p}" if p else "")
+                 for m, sd, n, p in zip(b.acc_mean, b.acc_std, b.n, b.paper)]
+    index = ["dataset_display", "IPC", "preset", "budget", "method_display", "distilled on"]
+    out = b.pivot_table(index=index, columns="arch_display", values="cell", aggfunc="first", sort=False)
+    # distillation architectures first (most rows first), then the other targets by name
+    first = [_arch_name(a) for a in b.arch_distill.value_counts(sort=True).index]
+    order = list(dict.fromkeys([c for c in first if c in out.columns] + sorted(out.columns)))
+    out = out[order]
+    other = b[b.arch != b.arch_distill]
+    transfer = other.groupby(index, sort=False).acc_mean.agg(["mean", "count"])
+    out = out.join(transfer)
+    out["transfer"] = [f"{m:.1f} (over {int(c)})" if c == c and c else "" for m, c in zip(out.pop("mean"), out.pop("count"))]
+    out = out.reset_index().rename(columns={"dataset_display": "dataset", "method_display": "method"})
+    return out.fillna("")
+
+
+def render_cross_arch(board: pd.DataFrame, fmt: str = "md") -> str:
+    if fmt == "csv":  # tidy: one line per (method, distillation arch, evaluation arch)
+        return board[TIDY_COLUMNS].to_csv(index=False, float_format="%.4f")
+    view = cross_arch_pivot(board)
+    if fmt == "md":
+        return view.to_markdown(index=False) if not view.empty else "(no results)"
+    if fmt == "latex":
+        return view.to_latex(index=False, escape=True) if not view.empty else "% no results"
+    raise DbenchError(f"unknown table format {fmt!r}; use md, latex or csv.")
+
+
 # ------------------------------------------------------------------------- efficiency
 
 EFFICIENCY_COLUMNS = ["method", "dataset", "ipc", "arch", "preset", "budget", "acc_mean", "acc_std", "n", "iterations",

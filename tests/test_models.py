@@ -58,3 +58,23 @@ def test_timm_passthrough():
     m = create_model("timm:resnet18", get_info("cifar10"), torch.Generator().manual_seed(0))
     x = torch.randn(2, 3, 32, 32)
     assert m(x).shape == (2, 10) and m.embed(x).shape == (2, 512)
+
+
+def test_idc_pool_architectures_match_their_definitions():
+    """IDC/DREAM's ResNet-10 (32-channel stem, widths 32..256, one block per stage) and the
+    narrow kuangliu DenseNet (growth 12: 24 -> 96/48 -> 192/96 -> 384/192 -> 384 channels)."""
+    from benchmark.data import get_info
+    from benchmark.models import EVAL_POOLS, create_model, num_params
+
+    info = get_info("cifar10")
+    x = torch.randn(2, 3, 32, 32)
+    r10 = create_model("resnet10_bn", info, torch.Generator().manual_seed(0))
+    assert r10.blocks[0][0].out_channels == 32 and r10.embed(x).shape == (2, 256)
+    assert sum(len(stage) for stage in r10.blocks[1:]) == 4  # one BasicBlock per stage
+    dn = create_model("DenseNet121_cifar_k12", info, torch.Generator().manual_seed(0))
+    assert dn.embed(x).shape == (2, 384) and dn(x).shape == (2, 10)
+    assert 0.9e6 < num_params(dn) < 1.1e6  # ~1.0M, not torchvision's 7M DenseNet-121
+    mnist = get_info("mnist")
+    for arch in {a for pool in EVAL_POOLS.values() for a in pool}:
+        m = create_model(arch, mnist, torch.Generator().manual_seed(0))
+        assert m(torch.randn(2, 1, 28, 28)).shape == (2, 10), arch

@@ -89,3 +89,36 @@ def test_cli_tables_print_brackets_literally(capsys):
     with console.capture() as cap:
         _print_frame(pd.DataFrame([{"method": "DM [official] (batch_real=64)"}]))
     assert "DM [official]" in cap.get()
+
+
+def test_cross_arch_view_columns_per_eval_arch_and_transfer_mean():
+    from benchmark.tables import cross_arch_pivot, render_cross_arch
+
+    base = dict(_rows()[0], method="dm", method_display="DM", method_kind="distill", ipc=10)
+    rows = []
+    for arch, disp, accs in (("ConvNet", "ConvNet-3", (50.0, 52.0)), ("AlexNet", "AlexNet", (40.0, 42.0)),
+                             ("ResNet10BN", "ResNet-10-BN", (30.0, 30.0))):
+        rows += [dict(base, arch=arch, arch_display=disp, test_acc=a) for a in accs]
+    rows += [dict(base, arch_distill="AlexNet", arch="ConvNet", arch_display="ConvNet-3", test_acc=45.0)]
+    view = cross_arch_pivot(leaderboard(rows))
+    assert list(view.columns[-4:]) == ["ConvNet-3", "AlexNet", "ResNet-10-BN", "transfer"]
+    conv = view[view["distilled on"] == "ConvNet-3"].iloc[0]
+    assert conv["ConvNet-3"].startswith("51.0 ± 1.0 (n=2)")
+    assert conv["transfer"] == "35.5 (over 2)"  # AlexNet 41 and ResNet-10 30; ConvNet itself left out
+    alex = view[view["distilled on"] == "AlexNet"].iloc[0]
+    assert alex["ConvNet-3"].startswith("45.0") and alex["AlexNet"] == "" and alex["transfer"] == "45.0 (over 1)"
+    assert "transfer" in render_cross_arch(leaderboard(rows), "md")
+    assert render_cross_arch(leaderboard(rows), "csv").count("\n") == 5  # header + 4 tidy lines
+
+
+def test_eval_pools_expand_in_grids():
+    import pytest
+
+    from benchmark.grid import GridSpec, expand
+    from benchmark.models import EVAL_POOLS
+
+    g = GridSpec(name="x", methods=["random"], datasets=["digits"], ipc=[1], eval_archs=["pool:idc", "LeNet"],
+                 num_exp=1, num_eval=1)
+    assert [c.arch_eval for c in expand(g)] == [*EVAL_POOLS["idc"], "LeNet"]
+    with pytest.raises(Exception, match="pool:dc"):
+        expand(g.model_copy(update={"eval_archs": ["pool:dcc"]}))
