@@ -157,7 +157,8 @@ def leaderboard(rows: Iterable[dict] | pd.DataFrame, published: pd.DataFrame | N
     pub = load_published() if published is None else published
     paper, source = [], []
     for r in out.itertuples():
-        v, s, src = match_published(pub, r.method_display, r.dataset_display, r.ipc, r.arch_display)
+        v, s, src = match_published(pub, r.method_display, r.dataset_display, r.ipc, r.arch_display,
+                                    _arch_name(r.arch_distill) if isinstance(r.arch_distill, str) else None)
         paper.append(_fmt(v, s))
         source.append(src)
     out["paper"], out["paper_source"] = paper, source
@@ -165,10 +166,20 @@ def leaderboard(rows: Iterable[dict] | pd.DataFrame, published: pd.DataFrame | N
     return out[TIDY_COLUMNS + ["method_display", "dataset_display", "arch_display"]].reset_index(drop=True)
 
 
-def match_published(pub: pd.DataFrame, method: str, dataset: str, ipc: int, arch: str):
+# The names the IDC / DREAM / DREAM+ tables print for our (explicitly named) architectures.
+_PUBLISHED_ARCH = {"ResNet-10-BN": "ResNet-10", "DenseNet-121 (CIFAR, k=12)": "DenseNet-121"}
+
+
+def match_published(pub: pd.DataFrame, method: str, dataset: str, ipc: int, arch: str, arch_distill: str | None = None):
+    """The published number for (method, dataset, ipc, evaluation arch); with ``arch_distill``
+    only a number for a set made on that architecture (or one with none named, as for the
+    baselines), so a set made on AlexNet is never shown beside a ConvNet-made paper number."""
     if pub.empty:
         return None, None, ""
+    arch = _PUBLISHED_ARCH.get(arch, arch)
     m = (pub.metric == "test_acc") & (pub.method == method) & (pub.dataset == dataset) & (pub.arch_eval == arch)
+    if arch_distill is not None and "arch_distill" in pub:
+        m &= pub.arch_distill.isna() | (pub.arch_distill == _PUBLISHED_ARCH.get(arch_distill, arch_distill))
     m &= pub.ipc.isna() if int(ipc) == 0 else (pub.ipc == float(ipc))
     hits = pub[m & pub.value.notna()]
     if hits.empty:

@@ -21,6 +21,13 @@ def test_published_match_whole_dataset_and_missing():
     pub = load_published()
     assert match_published(pub, "Whole dataset", "CIFAR-10", 0, "ConvNet-3")[:2] == (84.8, 0.1)
     assert match_published(pub, "Random", "Digits", 1, "ConvNet-3")[0] is None
+    # cross-architecture: a number is only shown for a set made on the same architecture
+    assert match_published(pub, "DREAM", "CIFAR-10", 10, "ResNet-10", "ConvNet-3")[0] == 66.3
+    assert match_published(pub, "DREAM", "CIFAR-10", 10, "ResNet-10", "ResNet-10")[0] == 51.0
+    assert match_published(pub, "DREAM", "CIFAR-10", 10, "DenseNet-121 (CIFAR, k=12)", "ConvNet-3")[0] == 65.9
+    assert match_published(pub, "DREAM", "CIFAR-10", 10, "ResNet-10-BN", "ConvNet-3")[0] == 66.3
+    assert match_published(pub, "DM", "CIFAR-10", 10, "ConvNet-3", "AlexNet")[0] is None
+    assert match_published(pub, "Random", "CIFAR-10", 10, "ConvNet-3", "AlexNet")[0] is not None  # no distill arch
 
 
 def test_render_formats():
