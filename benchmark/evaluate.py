@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import augment as A
 from .data import DatasetInfo, RealData
@@ -293,8 +293,11 @@ def protocol_with(name: str, overrides: dict | None) -> EvalProtocol:
         return base
     try:
         return EvalProtocol.model_validate({**base.model_dump(), **overrides})
-    except Exception as e:  # noqa: BLE001
-        raise ConfigError(f"protocol overrides for '{name}': {e}") from None
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"]) or "?"
+        hint = f" Fields: {', '.join(EvalProtocol.model_fields)}." if err["type"] == "extra_forbidden" else ""
+        raise ConfigError(f"protocol overrides for '{name}': {field}: {err['msg']}.{hint}") from None
 
 
 __all__ = ["EvalProtocol", "PROFILES", "ModelResult", "TensorSource", "TrainSettings", "evaluate", "train_model",

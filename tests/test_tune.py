@@ -145,3 +145,12 @@ def test_grid_and_tune_files_are_told_apart(tmp_path):
 def test_shipped_tune_file_loads():
     spec = load_tune(Path(__file__).parent.parent / "tables" / "tune" / "dm_digits.yaml")
     assert spec.method.name == "dm" and "lr_img" in spec.search
+
+
+def test_protocol_fields_can_be_tuned_and_typos_are_one_line(tmp_path):
+    spec = load_tune(_write(tmp_path, {**SPEC, "search": {"protocol.lr": {"low": 0.001, "high": 0.1, "log": True}}}))
+    cell = spec.cell_for({"protocol.lr": 0.05})
+    assert cell.protocol.lr == 0.05 and cell.preset == "dm*"
+    with pytest.raises(ConfigError, match="lrr: Extra inputs are not permitted") as e:
+        load_tune(_write(tmp_path, {**SPEC, "search": {"protocol.lrr": {"low": 0.001, "high": 0.1}}}))
+    assert "\n" not in str(e.value)
