@@ -218,12 +218,14 @@ def _storage(url: str | None, root: Path):
 
     url = url or f"sqlite:///{(root / 'optuna.db').resolve()}"
     root.mkdir(parents=True, exist_ok=True)
+    # a trial whose process died (no heartbeat for grace_period s) is failed and queued again
+    new_cb = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # Optuna >= 4.9
     try:
         with warnings.catch_warnings():  # heartbeat + retry are marked experimental in Optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, heartbeat_interval=60, grace_period=180,
-                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2))
+            retry = ({"heartbeat_stale_trial_callback": new_cb(max_retry=2)} if new_cb is not None else
+                     {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=2)})
+            return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180, **retry)
     except Exception as e:  # noqa: BLE001
         raise DbenchError(f"Optuna storage {url!r} is not usable ({type(e).__name__}: {e}). Pass another --storage.") from None
 
