@@ -264,6 +264,56 @@ def tune(
         console.print(f"wrote {write_grid}; measure its test accuracy with: dbench run --grid {write_grid}")
 
 
+# ------------------------------------------------------------------- continual
+
+
+@app.command()
+@_user_errors
+def continual(
+    spec_file: Annotated[Path, typer.Argument(help="Continual-learning YAML (e.g. tables/continual/dm_cifar100.yaml).")],
+    budget: BudgetOpt = None,
+    method: Annotated[Optional[list[str]], typer.Option("--method", help="Only these methods (repeatable).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Also write <name>.md/.csv into this folder.")] = None,
+    data_dir: DataDirOpt = None,
+    results_dir: ResultsOpt = None,
+    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: sqlite in the results dir).")] = None,
+    no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="Do not log to MLflow.")] = False,
+    device: DeviceOpt = "auto",
+    debug: DebugOpt = False,
+) -> None:
+    """Class-incremental learning (DM's GDumb protocol): memory built step by step, a fresh net per step."""
+    from .continual import continual_table, load_continual, run_continual
+    from .data import DataSource
+    from .progress import console_progress
+    from .store import ResultStore, atomic_write_text
+    from .store import results_dir as resolve_results
+    from .tracking import make_tracker
+
+    spec = load_continual(spec_file)
+    root = resolve_results(results_dir)
+    store = ResultStore(root / "continual" / spec.name)
+    tracker = make_tracker(tracking_uri, root, enabled=not no_mlflow)
+    console.print(f"[bold]{spec.name}[/]: {len(spec.methods)} memory builders x steps {spec.steps} x orders "
+                  f"{spec.orders}, {spec.dataset} ipc {spec.ipc}, results in {store.root}, MLflow {tracker.uri}")
+    with console_progress(console) as progress:
+        rows = run_continual(spec, store, tracker, device, DataSource.from_env(data_dir), progress, budget,
+                             set(method) if method else None)
+    table = continual_table(rows)
+    _print_frame(table, f"{spec.name}: test accuracy % on the classes seen so far (mean ± std over orders x nets)")
+    if out is not None:
+        atomic_write_text(out / f"{spec.name}.md", table.to_markdown(index=False) + "\n")
+        atomic_write_text(out / f"{spec.name}.csv", pd_tidy(rows))
+        err_console.print(f"wrote {out}/{spec.name}.md, .csv")
+
+
+def pd_tidy(rows: list[dict]) -> str:
+    import pandas as pd
+
+    cols = ["method", "dataset", "ipc", "steps", "order", "step", "classes_seen", "n_memory", "model_index", "test_acc",
+            "arch", "preset", "budget", "epochs"]
+    return pd.DataFrame(rows)[cols].sort_values(cols[:9]).to_csv(index=False, float_format="%.4f")
+
+
 # ------------------------------------------------------------------------ list
 
 

@@ -1,0 +1,267 @@
+"""Continual learning: DM's GDumb-style class-incremental protocol (DM paper Sec. 3.5,
+VICO-UoE/DatasetCondensation ``CL_DM.py``).
+
+The classes arrive in ``T`` equal steps, in the order ``np.random.RandomState(s).permutation``
+for each order seed ``s`` (the reference calls ``np.random.seed(s)`` then
+``np.random.permutation``; same numbers, no global RNG touched). At each step the memory
+builder (any registered selector or distillation method) sees **only that step's real
+classes** and produces ``ipc`` images per class, appended to the memory; old memory is never
+rebuilt. A fresh network with a head over *all* classes is then trained from scratch on the
+whole memory (GDumb) under the evaluation protocol (DM's: DSA for every method, 1000 epochs)
+and tested on the test images of the classes seen so far. ``num_eval`` networks x orders give
+the per-step mean ± std; the last step is the reported number.
+
+Memory pieces are stored like synthetic sets (by content hash), every network's accuracy is
+a row written once, so a killed run resumes and a finished one is skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from . import __version__
+from .api import RunContext, check_selection, check_synset, get_method
+from .budgets import resolve_budget
+from .data import RealData, get_info, load_dataset
+from .errors import ConfigError, DbenchError
+from .evaluate import TensorSource, TrainSettings, evaluate, get_protocol, model_seeds
+from .grid import MethodSpec, _fmt_loc, short_hash
+from .models import canonical_arch
+from .runtime import hardware, select_device
+from .seed import derive_seed
+from .store import ResultStore
+from .synset import SyntheticSet
+
+
+class ContinualSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    methods: list[MethodSpec]
+    dataset: str
+    steps: list[int] = Field(default_factory=lambda: [5, 10])
+    ipc: int = Field(20, ge=1)
+    orders: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
+    arch: str = "ConvNet"
+    preset: str = "dsa"
+    budget: str = "paper"
+    budget_overrides: dict[str, Any] = Field(default_factory=dict)
+    num_eval: int = Field(3, ge=1)
+    seed: int = 0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _methods(cls, v):
+        if not isinstance(v, list) or not v:
+            raise ValueError("must be a non-empty list of method names or {name, preset, params} mappings")
+        return [{"name": m.partition(".")[0], "preset": m.partition(".")[2] or None} if isinstance(m, str) else m
+                for m in v]
+
+    @field_validator("steps", "orders")
+    @classmethod
+    def _nonempty(cls, v):
+        if not v:
+            raise ValueError("give at least one value")
+        return v
+
+
+def load_continual(path: str | Path) -> ContinualSpec:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: continual-learning file not found. See tables/continual/*.yaml.")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: malformed YAML: {getattr(e, 'problem', e)}. Fix the syntax.") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping (name, methods, dataset, steps, ...).")
+    raw.setdefault("name", path.stem)
+    try:
+        spec = ContinualSpec.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ConfigError(f"{path}: {_fmt_loc(err['loc'])}: {err['msg']}.") from None
+    try:
+        validate_spec(spec)
+    except DbenchError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return spec
+
+
+def validate_spec(spec: ContinualSpec) -> None:
+    info = get_info(spec.dataset)
+    canonical_arch(spec.arch)
+    get_protocol(spec.preset)
+    resolve_budget(spec.budget, spec.budget_overrides)
+    for i, m in enumerate(spec.methods):
+        cls = get_method(m.name)
+        if cls.kind == "reference":
+            raise ConfigError(f"methods[{i}]: '{m.name}' is not a memory builder (use a selector or a distillation method).")
+        cls.resolve_config(m.preset, m.params)
+    for t in spec.steps:
+        if t < 1 or info.num_classes % t:
+            raise ConfigError(f"steps: {t} does not divide the {info.num_classes} classes of {info.name} evenly.")
+
+
+def class_order(num_classes: int, order_seed: int) -> list[int]:
+    """The reference's class order for seed ``s`` (``np.random.seed(s); np.random.permutation``)."""
+    return np.random.RandomState(order_seed).permutation(num_classes).tolist()
+
+
+def step_classes(order: list[int], steps: int) -> list[list[int]]:
+    n = len(order) // steps
+    return [order[i * n:(i + 1) * n] for i in range(steps)]
+
+
+def class_subset(real: RealData, classes: list[int]) -> RealData:
+    """The real images of ``classes`` only, relabelled 0..len-1 in that order (a memory builder
+    sees a k-class dataset); ``classes[label]`` maps back to the original ids."""
+    idx = torch.cat([real.class_indices[c] for c in classes])
+    relabel = torch.full((real.num_classes,), -1, dtype=torch.long)
+    relabel[torch.tensor(classes)] = torch.arange(len(classes))
+    names = tuple(real.info.classes[c] for c in classes) if real.info.classes else ()
+    info = dataclasses.replace(real.info, num_classes=len(classes), classes=names)
+    return RealData(info, real.images[idx], relabel[real.labels[idx]], f"{real.split}[classes]")
+
+
+def seen_test(test: RealData, classes: list[int]) -> RealData:
+    """Test images whose label is among ``classes``, labels kept (the learner's head covers all)."""
+    keep = torch.isin(test.labels, torch.tensor(classes))
+    return RealData(test.info, test.images[keep], test.labels[keep], "test[seen]")
+
+
+def _build_piece(m: MethodSpec, real: RealData, classes: list[int], spec: ContinualSpec, seed: int, workdir: Path,
+                 device, budget, progress) -> SyntheticSet:
+    cls = get_method(m.name)
+    cfg = cls.resolve_config(m.preset, m.params)
+    sub = class_subset(real, classes)
+    ctx = RunContext(device=device, seed=seed, arch=canonical_arch(spec.arch), info=sub.info, budget=budget,
+                     workdir=workdir, precision=spec.precision, progress=progress)
+    if cls.kind == "select":
+        sel = cls(cfg, ctx).select(sub, spec.ipc)
+        check_selection(sel, sub, spec.ipc, f"selector '{m.name}'")
+        piece = SyntheticSet.from_indices(sub, sel.indices.long())
+    else:
+        piece = cls(cfg, ctx).distill(sub, spec.ipc)
+        check_synset(piece, sub.info, spec.ipc, f"method '{m.name}'")
+    return dataclasses.replace(piece, labels=torch.tensor(classes)[piece.labels], indices=None)
+
+
+def run_continual(spec: ContinualSpec, store: ResultStore, tracker, device: str = "auto", data=None, progress=None,
+                  budget: str | None = None, only_methods: set[str] | None = None) -> list[dict]:
+    """Run (or resume) every (method, steps, order, step); returns the stored rows."""
+    from .progress import NullProgress
+
+    progress = progress or NullProgress()
+    info = get_info(spec.dataset)
+    b = resolve_budget(budget or spec.budget, spec.budget_overrides)
+    dev = select_device(device)
+    real = load_dataset(spec.dataset, True, data)
+    test = load_dataset(spec.dataset, False, data)
+    arch = canonical_arch(spec.arch)
+    proto = get_protocol(spec.preset).resolve(info, arch)
+    num_eval = b.cap("num_eval", spec.num_eval)
+    methods = [m for m in spec.methods if not only_methods or {m.name, m.label} & only_methods]
+    jobs = [(m, T, s) for m in methods for T in spec.steps for s in spec.orders]
+    bar = progress.task(f"continual {spec.name}", sum(T for _, T, _ in jobs))
+    hashes: list[str] = []
+    for m, T, s in jobs:
+        cls = get_method(m.name)
+        cfg = cls.resolve_config(m.preset, m.params)
+        blocks = step_classes(class_order(info.num_classes, s), T)
+        pieces: list[SyntheticSet] = []
+        piece_hashes: list[str] = []
+        tracker.start(f"continual/{spec.name}", f"{m.label}/{spec.dataset}/T{T}/order{s}",
+                      {"dbench.task": "continual", "dbench.version": __version__})
+        try:
+            tracker.log_params({"method": m.label, "dataset": spec.dataset, "steps": T, "order": s, "ipc": spec.ipc,
+                                "preset": spec.preset, "budget": b.name, "arch": arch})
+            for t, classes in enumerate(blocks):
+                seed = derive_seed(spec.seed, "continual-memory", s, T, t)
+                pid = {"task": "continual", "method": m.name, "version": cls.version, "config": cfg.model_dump(mode="json"),
+                       "data": info.to_dict(), "classes": classes, "ipc": spec.ipc, "arch": arch, "seed": seed,
+                       "precision": spec.precision, "budget": {k: getattr(b, k) for k in ("distill_iterations", "selector_epochs")
+                                                               if getattr(b, k) is not None}}
+                ph = short_hash(pid)
+                path = store.synset_path(ph)
+                if path.exists():
+                    piece = SyntheticSet.load(path, info)
+                else:
+                    bar.update(step=f"{m.label} T{T} order {s} step {t + 1}: memory")
+                    piece = _build_piece(m, real, classes, spec, seed, store.workdir(ph), dev, b, progress)
+                    piece.save(path)
+                pieces.append(piece)
+                piece_hashes.append(ph)
+                seen = [c for blk in blocks[:t + 1] for c in blk]
+                xs, ys = zip(*(p.training_tensors() for p in pieces))
+                x, y = torch.cat(xs), torch.cat(ys)
+                epochs = b.eval_epochs_for(proto.epochs, len(y), proto.batch_size)
+                p_e = proto.model_copy(update={"epochs": epochs})
+                ch = short_hash({"pieces": piece_hashes, "protocol": p_e.model_dump(exclude_defaults=True), "arch": arch,
+                                 "precision": spec.precision, "eval_seed": spec.seed})
+                hashes.append(ch)
+                seeds = model_seeds(derive_seed(spec.seed, "continual-eval", s, T, t), arch, num_eval)
+                base = {"task": "continual", "name": spec.name, "method": m.label, "method_name": m.name,
+                        "method_display": cls.display_name, "dataset": spec.dataset,
+                        "dataset_display": info.display_name, "ipc": spec.ipc, "steps": T, "order": s, "step": t + 1,
+                        "classes_seen": len(seen), "n_memory": len(y), "arch": arch, "preset": spec.preset,
+                        "budget": b.name, "epochs": epochs, "precision": spec.precision, "dbench_version": __version__,
+                        "torch_version": torch.__version__, "hardware": hardware()}
+
+                def persist(r, ch=ch, base=base, t=t):
+                    store.write_row(ch, r.index, {**base, "cell_hash": ch, "model_index": r.index, "model_seed": r.seed,
+                                                  "test_acc": r.test_acc, "train_time_s": r.train_time_s,
+                                                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+                    tracker.log_metrics({f"step{t + 1}/test_acc": r.test_acc}, step=r.index)
+
+                done = store.model_indices(ch)
+                if len(done & set(range(num_eval))) < num_eval:
+                    bar.update(step=f"{m.label} T{T} order {s} step {t + 1}: {len(seen)} classes")
+                    settings = TrainSettings(device=dev, precision=spec.precision, max_steps=b.eval_max_steps)  # type: ignore[arg-type]
+                    t0 = time.perf_counter()
+                    evaluate(TensorSource(x, y).to(dev), p_e, arch, info, seen_test(test, seen), seeds, settings, progress,
+                             skip=done, on_result=persist)
+                    tracker.log_metrics({f"step{t + 1}/eval_time_s": time.perf_counter() - t0})
+                bar.advance()
+            tracker.end("FINISHED")
+        except BaseException:
+            tracker.end("FAILED")
+            raise
+    wanted = set(hashes)
+    return [r for r in store.iter_rows(wanted) if r["model_index"] < num_eval]
+
+
+def continual_table(rows: list[dict], published: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per (dataset, method, steps): mean ± std over orders x networks at every step, the final
+    step, and the published final-step number beside ours."""
+    from .tables import _fmt, load_published
+
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    pub = load_published() if published is None else published
+    out = []
+    for (ds, method, T), g in df.groupby(["dataset_display", "method", "steps"], sort=True):
+        row: dict[str, Any] = {"dataset": ds, "method": method, "steps": int(T), "ipc": int(g.ipc.iloc[0]),
+                               "budget": g.budget.iloc[0], "preset": g.preset.iloc[0], "orders": g.order.nunique()}
+        for t, gt in g.groupby("step", sort=True):
+            row[f"step {int(t)}"] = f"{gt.test_acc.mean():.1f} ± {gt.test_acc.std(ddof=0):.1f}"
+        last = g[g.step == g.step.max()].test_acc
+        row["final"] = f"{_fmt(last.mean(), last.std(ddof=0))} (n={len(last)})"
+        hit = pub[(pub.metric == "cl_final_acc") & (pub.method == g.method_display.iloc[0]) & (pub.dataset == ds)
+                  & (pub.ipc == float(row["ipc"])) & pub.notes.fillna("").str.startswith(f"{int(T)} steps")]
+        row["paper final"] = "" if hit.empty else f"{hit.value.iloc[0]:.1f}"
+        out.append(row)
+    return pd.DataFrame(out).fillna("")
