@@ -309,8 +309,8 @@ def continual(
 def pd_tidy(rows: list[dict]) -> str:
     import pandas as pd
 
-    cols = ["method", "dataset", "ipc", "steps", "order", "step", "classes_seen", "n_memory", "model_index", "test_acc",
-            "arch", "preset", "budget", "epochs"]
+    cols = ["method_label", "dataset", "ipc", "steps", "order", "step", "classes_seen", "n_memory", "model_index",
+            "test_acc", "arch", "preset", "budget", "epochs", "method"]
     return pd.DataFrame(rows)[cols].sort_values(cols[:9]).to_csv(index=False, float_format="%.4f")
 
 

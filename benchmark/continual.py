@@ -176,10 +176,14 @@ def run_continual(spec: ContinualSpec, store: ResultStore, tracker, device: str 
     methods = [m for m in spec.methods if not only_methods or {m.name, m.label} & only_methods]
     jobs = [(m, T, s) for m in methods for T in spec.steps for s in spec.orders]
     bar = progress.task(f"continual {spec.name}", sum(T for _, T, _ in jobs))
-    hashes: list[str] = []
+    from .tables import params_label
+
+    label_of: dict[str, str] = {}  # cell hash -> 'DM [official] (batch_real=64, ...)'
     for m, T, s in jobs:
         cls = get_method(m.name)
         cfg = cls.resolve_config(m.preset, m.params)
+        params = params_label(m.name, m.preset, cfg.model_dump(mode="json"))
+        label = cls.display_name + (f" [{m.preset}]" if m.preset else "") + (f" ({params})" if params else "")
         blocks = step_classes(class_order(info.num_classes, s), T)
         pieces: list[SyntheticSet] = []
         piece_hashes: list[str] = []
@@ -211,7 +215,7 @@ def run_continual(spec: ContinualSpec, store: ResultStore, tracker, device: str 
                 p_e = proto.model_copy(update={"epochs": epochs})
                 ch = short_hash({"pieces": piece_hashes, "protocol": p_e.model_dump(exclude_defaults=True), "arch": arch,
                                  "precision": spec.precision, "eval_seed": spec.seed})
-                hashes.append(ch)
+                label_of[ch] = label
                 seeds = model_seeds(derive_seed(spec.seed, "continual-eval", s, T, t), arch, num_eval)
                 base = {"task": "continual", "name": spec.name, "method": m.label, "method_name": m.name,
                         "method_display": cls.display_name, "dataset": spec.dataset,
@@ -239,8 +243,10 @@ def run_continual(spec: ContinualSpec, store: ResultStore, tracker, device: str 
         except BaseException:
             tracker.end("FAILED")
             raise
-    wanted = set(hashes)
-    return [r for r in store.iter_rows(wanted) if r["model_index"] < num_eval]
+    # the label (with the params beyond the preset) comes from the spec, so two param entries
+    # of one method stay on separate rows
+    return [{**r, "method_label": label_of[r["cell_hash"]]} for r in store.iter_rows(set(label_of))
+            if r["model_index"] < num_eval]
 
 
 def continual_table(rows: list[dict], published: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -253,7 +259,9 @@ def continual_table(rows: list[dict], published: pd.DataFrame | None = None) -> 
         return df
     pub = load_published() if published is None else published
     out = []
-    for (ds, method, T), g in df.groupby(["dataset_display", "method", "steps"], sort=True):
+    if "method_label" not in df:
+        df["method_label"] = df["method"]
+    for (ds, method, T), g in df.groupby(["dataset_display", "method_label", "steps"], sort=True):
         row: dict[str, Any] = {"dataset": ds, "method": method, "steps": int(T), "ipc": int(g.ipc.iloc[0]),
                                "budget": g.budget.iloc[0], "preset": g.preset.iloc[0], "orders": g.order.nunique()}
         for t, gt in g.groupby("step", sort=True):

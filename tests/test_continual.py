@@ -64,6 +64,7 @@ def test_run_builds_memory_per_step_resumes_and_tabulates(tmp_path, monkeypatch)
     assert calls == [(n, tuple(b)) for n in ("random", "dm") for b in blocks]  # each step sees only its classes
     assert len(rows) == 4 and {(r["method"], r["step"]) for r in rows} == {(m, t) for m in ("random", "dm.official")
                                                                           for t in (1, 2)}
+    assert {r["method_label"] for r in rows} == {"Random", "DM [official] (batch_real=16)"}
     assert {r["n_memory"] for r in rows if r["step"] == 2} == {2 * 10}  # memory grows: 5 + 5 classes x ipc 2
     assert {r["classes_seen"] for r in rows if r["step"] == 1} == {5}
     # a rerun builds nothing and trains nothing
@@ -74,6 +75,7 @@ def test_run_builds_memory_per_step_resumes_and_tabulates(tmp_path, monkeypatch)
     table = continual_table(rows)
     assert list(table.columns[:3]) == ["dataset", "method", "steps"]
     assert {"step 1", "step 2", "final", "paper final"} <= set(table.columns)
+    assert set(table.method) == {"Random", "DM [official] (batch_real=16)"}
 
 
 def test_published_final_step_is_shown_beside_ours():
