@@ -133,7 +133,8 @@ def class_subset(real: RealData, classes: list[int]) -> RealData:
     relabel[torch.tensor(classes)] = torch.arange(len(classes))
     names = tuple(real.info.classes[c] for c in classes) if real.info.classes else ()
     info = dataclasses.replace(real.info, num_classes=len(classes), classes=names)
-    return RealData(info, real.images[idx], relabel[real.labels[idx]], f"{real.split}[classes]")
+    return RealData(info, real.images[idx], relabel[real.labels[idx]], f"{real.split}[classes]",
+                    subset=f"classes={list(classes)}")
 
 
 def seen_test(test: RealData, classes: list[int]) -> RealData:

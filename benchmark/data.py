@@ -112,10 +112,13 @@ def register_dataset(info: DatasetInfo):
 class RealData:
     """A class-indexed uint8 image set; batches are normalised on the way out."""
 
-    def __init__(self, info: DatasetInfo, images: torch.Tensor, labels: torch.Tensor, split: str):
+    def __init__(self, info: DatasetInfo, images: torch.Tensor, labels: torch.Tensor, split: str,
+                 subset: str | None = None):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise DbenchError(f"{info.name}: expected uint8 [N,C,H,W] images, got {images.dtype} {tuple(images.shape)}")
         self.info, self.images, self.labels, self.split = info, images, labels.long(), split
+        # which part of the split this is (e.g. 'classes=[26, 86]'), for caches keyed by the data
+        self.subset = subset
         order = torch.argsort(self.labels, stable=True)
         counts = torch.bincount(self.labels, minlength=info.num_classes).tolist()
         self.class_indices: list[torch.Tensor] = list(torch.split(order, counts))

@@ -119,6 +119,8 @@ def training_identity(spec: ExtractorSpec, real: RealData, epochs: int) -> dict[
         "epochs": epochs,
         "dataset": real.info.to_dict(),
         "n_train": len(real),
+        # a part of the split (continual learning's per-step classes) trains its own extractor
+        **({"subset": real.subset} if getattr(real, "subset", None) else {}),
     }
 
 

@@ -46,6 +46,18 @@ def test_class_subset_relabels_and_seen_test_keeps_labels():
     assert set(seen.labels.tolist()) == {3, 7} and seen.num_classes == 10
 
 
+def test_each_step_trains_its_own_feature_extractor():
+    """Equal-sized class subsets (every CIFAR-100 step) must not share a cached extractor."""
+    from benchmark.features import ExtractorSpec, training_hash
+
+    real = load_dataset("digits")
+    spec = ExtractorSpec()
+    a, b = class_subset(real, [0, 1]), class_subset(real, [2, 3])
+    b = type(b)(b.info, b.images[:len(a)], b.labels[:len(a)], b.split, b.subset)  # same size as a
+    assert training_hash(spec, a, 5) != training_hash(spec, b, 5)
+    assert training_hash(spec, real, 5) == training_hash(spec, load_dataset("digits"), 5)
+
+
 def test_run_builds_memory_per_step_resumes_and_tabulates(tmp_path, monkeypatch):
     spec = ContinualSpec.model_validate(SPEC)
     store = ResultStore(tmp_path)
