@@ -31,6 +31,8 @@ DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Folder w
 ResultsOpt = Annotated[Optional[Path], typer.Option("--results-dir", help="Results store (default results/store, or DBENCH_RESULTS_DIR).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
+TrackingOpt = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: sqlite in the results dir).")]
+NoMlflowOpt = Annotated[bool, typer.Option("--no-mlflow", help="Do not log to MLflow.")]
 
 
 def _user_errors(fn):
@@ -77,8 +79,8 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells and exit.")] = False,
     data_dir: DataDirOpt = None,
     results_dir: ResultsOpt = None,
-    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: sqlite in the results dir).")] = None,
-    no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="Do not log to MLflow.")] = False,
+    tracking_uri: TrackingOpt = None,
+    no_mlflow: NoMlflowOpt = False,
     device: DeviceOpt = "auto",
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing cell.")] = False,
     debug: DebugOpt = False,
@@ -225,8 +227,8 @@ def tune(
                                                    "<results>/tune); share one to tune from several machines.")] = None,
     data_dir: DataDirOpt = None,
     results_dir: ResultsOpt = None,
-    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: sqlite in the results dir).")] = None,
-    no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="Do not log to MLflow.")] = False,
+    tracking_uri: TrackingOpt = None,
+    no_mlflow: NoMlflowOpt = False,
     device: DeviceOpt = "auto",
     debug: DebugOpt = False,
 ) -> None:
@@ -276,13 +278,13 @@ def continual(
     out: Annotated[Optional[Path], typer.Option("--out", help="Also write <name>.md/.csv into this folder.")] = None,
     data_dir: DataDirOpt = None,
     results_dir: ResultsOpt = None,
-    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: sqlite in the results dir).")] = None,
-    no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="Do not log to MLflow.")] = False,
+    tracking_uri: TrackingOpt = None,
+    no_mlflow: NoMlflowOpt = False,
     device: DeviceOpt = "auto",
     debug: DebugOpt = False,
 ) -> None:
     """Class-incremental learning (DM's GDumb protocol): memory built step by step, a fresh net per step."""
-    from .continual import continual_table, load_continual, run_continual
+    from .continual import continual_csv, continual_table, load_continual, run_continual
     from .data import DataSource
     from .progress import console_progress
     from .store import ResultStore, atomic_write_text
@@ -302,16 +304,8 @@ def continual(
     _print_frame(table, f"{spec.name}: test accuracy % on the classes seen so far (mean ± std over orders x nets)")
     if out is not None:
         atomic_write_text(out / f"{spec.name}.md", table.to_markdown(index=False) + "\n")
-        atomic_write_text(out / f"{spec.name}.csv", pd_tidy(rows))
+        atomic_write_text(out / f"{spec.name}.csv", continual_csv(rows))
         err_console.print(f"wrote {out}/{spec.name}.md, .csv")
-
-
-def pd_tidy(rows: list[dict]) -> str:
-    import pandas as pd
-
-    cols = ["method_label", "dataset", "ipc", "steps", "order", "step", "classes_seen", "n_memory", "model_index",
-            "test_acc", "arch", "preset", "budget", "epochs", "method"]
-    return pd.DataFrame(rows)[cols].sort_values(cols[:9]).to_csv(index=False, float_format="%.4f")
 
 
 # ------------------------------------------------------------------------ list

@@ -26,8 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import __version__
 from .api import RunContext, check_selection, check_synset, get_method
@@ -35,7 +34,7 @@ from .budgets import resolve_budget
 from .data import RealData, get_info, load_dataset
 from .errors import ConfigError, DbenchError
 from .evaluate import TensorSource, TrainSettings, evaluate, get_protocol, model_seeds
-from .grid import MethodSpec, _fmt_loc, short_hash
+from .grid import MethodSpec, read_yaml_mapping, short_hash, validate_file_model
 from .models import canonical_arch
 from .runtime import hardware, select_device
 from .seed import derive_seed
@@ -79,20 +78,9 @@ class ContinualSpec(BaseModel):
 
 def load_continual(path: str | Path) -> ContinualSpec:
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: continual-learning file not found. See tables/continual/*.yaml.")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: malformed YAML: {getattr(e, 'problem', e)}. Fix the syntax.") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping (name, methods, dataset, steps, ...).")
+    raw = read_yaml_mapping(path, "continual-learning", "tables/continual/*.yaml", "name, methods, dataset, steps")
     raw.setdefault("name", path.stem)
-    try:
-        spec = ContinualSpec.model_validate(raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise ConfigError(f"{path}: {_fmt_loc(err['loc'])}: {err['msg']}.") from None
+    spec = validate_file_model(ContinualSpec, raw, path)
     try:
         validate_spec(spec)
     except DbenchError as e:
@@ -274,3 +262,10 @@ def continual_table(rows: list[dict], published: pd.DataFrame | None = None) -> 
         row["paper final"] = "" if hit.empty else f"{hit.value.iloc[0]:.1f}"
         out.append(row)
     return pd.DataFrame(out).fillna("")
+
+
+def continual_csv(rows: list[dict]) -> str:
+    """Tidy CSV: one line per (method, steps, order, step, network)."""
+    cols = ["method_label", "dataset", "ipc", "steps", "order", "step", "classes_seen", "n_memory", "model_index",
+            "test_acc", "arch", "preset", "budget", "epochs", "method"]
+    return pd.DataFrame(rows)[cols].sort_values(cols[:9]).to_csv(index=False, float_format="%.4f")

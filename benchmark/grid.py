@@ -173,10 +173,11 @@ def _fmt_loc(loc) -> str:
     return s
 
 
-def load_grid(path: str | Path) -> GridSpec:
-    path = Path(path)
+def read_yaml_mapping(path: Path, kind: str, where_to_look: str, fields: str) -> dict:
+    """A YAML file's top-level mapping; a missing file, bad syntax or another top level is a
+    one-line ConfigError naming the fix. Shared by grid, tune and continual files."""
     if not path.exists():
-        raise ConfigError(f"{path}: grid file not found. See `ls tables/` for the shipped grids.")
+        raise ConfigError(f"{path}: {kind} file not found. See {where_to_look}.")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
@@ -184,7 +185,23 @@ def load_grid(path: str | Path) -> GridSpec:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', e)}. Fix the syntax.") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of grid fields (name, methods, datasets, ...).")
+        raise ConfigError(f"{path}: the top level must be a mapping of {kind} fields ({fields}, ...).")
+    return raw
+
+
+def validate_file_model(model: type[BaseModel], raw: dict, path: Path):
+    """``model.model_validate(raw)`` with the first error as one line: 'file: field.path: msg.'"""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        raise ConfigError(f"{path}: {_fmt_loc(err['loc'])}: {err['msg']}{more}.") from None
+
+
+def load_grid(path: str | Path) -> GridSpec:
+    path = Path(path)
+    raw = read_yaml_mapping(path, "grid", "`ls tables/` for the shipped grids", "name, methods, datasets")
     if "search" in raw and "methods" not in raw:
         raise ConfigError(f"{path}: this is a tune file (it has 'search'); run it with `dbench tune {path}`.")
     if "include" in raw:
@@ -194,12 +211,7 @@ def load_grid(path: str | Path) -> GridSpec:
             raise ConfigError(f"{path}: include: {inc} is missing or not a mapping.")
         raw = {**base, **raw}
     raw.setdefault("name", path.stem)
-    try:
-        grid = GridSpec.model_validate(raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-        raise ConfigError(f"{path}: {_fmt_loc(err['loc'])}: {err['msg']}{more}.") from None
+    grid = validate_file_model(GridSpec, raw, path)
     try:
         expand(grid)  # resolve every name now, before any compute is spent
     except DbenchError as e:

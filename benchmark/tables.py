@@ -211,10 +211,12 @@ def pivot(board: pd.DataFrame) -> pd.DataFrame:
     return out.fillna("")
 
 
-def render(board: pd.DataFrame, fmt: str = "md") -> str:
+def render(board: pd.DataFrame, fmt: str = "md", view_of=None) -> str:
+    """md / latex of ``view_of(board)`` (default: the method x IPC :func:`pivot`); csv is
+    always the tidy board (one line per method, dataset, IPC, distillation and eval arch)."""
     if fmt == "csv":
         return board[TIDY_COLUMNS].to_csv(index=False, float_format="%.4f")
-    view = pivot(board)
+    view = (view_of or pivot)(board)
     if fmt == "md":
         return view.to_markdown(index=False) if not view.empty else "(no results)"
     if fmt == "latex":
@@ -263,14 +265,7 @@ def cross_arch_pivot(board: pd.DataFrame) -> pd.DataFrame:
 
 
 def render_cross_arch(board: pd.DataFrame, fmt: str = "md") -> str:
-    if fmt == "csv":  # tidy: one line per (method, distillation arch, evaluation arch)
-        return board[TIDY_COLUMNS].to_csv(index=False, float_format="%.4f")
-    view = cross_arch_pivot(board)
-    if fmt == "md":
-        return view.to_markdown(index=False) if not view.empty else "(no results)"
-    if fmt == "latex":
-        return view.to_latex(index=False, escape=True) if not view.empty else "% no results"
-    raise DbenchError(f"unknown table format {fmt!r}; use md, latex or csv.")
+    return render(board, fmt, cross_arch_pivot)
 
 
 # ------------------------------------------------------------------------- efficiency

@@ -40,11 +40,11 @@ from typing import Any, Literal
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .data import RealData, load_dataset
 from .errors import ConfigError, DbenchError
-from .grid import Cell, GridSpec, MethodSpec, _fmt_loc, expand, short_hash
+from .grid import Cell, GridSpec, MethodSpec, expand, read_yaml_mapping, short_hash, validate_file_model
 from .runner import RunOptions, run_cell
 from .seed import derive_seed
 from .store import ResultStore, atomic_write_text
@@ -158,28 +158,14 @@ class TuneSpec(BaseModel):
 
 def load_tune(path: str | Path) -> TuneSpec:
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: tune file not found. See tables/tune/*.yaml for examples.")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', e)}. Fix the syntax.") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping (name, method, dataset, ipc, search, ...).")
+    raw = read_yaml_mapping(path, "tune", "tables/tune/*.yaml for examples", "name, method, dataset, ipc, search")
     if "methods" in raw and "search" not in raw:
         raise ConfigError(f"{path}: this is a grid (it has 'methods'); run it with `dbench run --grid {path}`.")
     raw.setdefault("name", path.stem)
     if isinstance(raw.get("method"), str):
         name, _, preset = raw["method"].partition(".")
         raw["method"] = {"name": name, "preset": preset or None}
-    try:
-        spec = TuneSpec.model_validate(raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-        raise ConfigError(f"{path}: {_fmt_loc(err['loc'])}: {err['msg']}{more}.") from None
+    spec = validate_file_model(TuneSpec, raw, path)
     try:  # every name and searched field resolves before any compute is spent
         spec.cell_for({k: p.example() for k, p in spec.search.items()})
     except DbenchError as e:
