@@ -108,9 +108,39 @@ class _Component(ABC):
     kind: ClassVar[Literal["distill", "select", "reference"]]
     Config: ClassVar[type[ComponentConfig]] = ComponentConfig
     PRESETS: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    # params that make one cell take seconds on digits at the ``smoke`` budget; the contract
+    # suite (tests/test_contract.py) runs every registered adapter with them
+    SMOKE_PARAMS: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, cfg: ComponentConfig, ctx: RunContext):
         self.cfg, self.ctx = cfg, ctx
+
+    def resolved(self, ipc: int) -> dict[str, Any]:
+        """Values this run derives from the config, the dataset, the IPC, the budget and the
+        distillation arch (e.g. DM's ``lr_img: None`` -> 1.0): the ones that actually run.
+        Needs no data, so a row can name them before (or without) any compute."""
+        return {}
+
+    # the method an efficiency table compares this one with (DREAM: "idc"); None: itself
+    EFFICIENCY_BASELINE: ClassVar[str | None] = None
+
+    @classmethod
+    def efficiency_baseline(cls, cfg: ComponentConfig) -> dict[str, Any] | None:
+        """The cells an efficiency table compares this configuration with, as
+        ``{"method": key, "not": {field: value}}`` (rows of method ``key`` whose resolved
+        config differs in each field); ``None`` for configurations that are baselines
+        themselves. Default: ``EFFICIENCY_BASELINE`` if set, else a ``sampler:
+        representative`` configuration against the same method with its ordinary sampler.
+        Copied into every row, so the table needs no registry."""
+        rep = getattr(cfg, "sampler", None) == "representative"
+        if cls.EFFICIENCY_BASELINE is None and not rep:
+            return None
+        return {"method": cls.EFFICIENCY_BASELINE or cls.key, "not": {"sampler": "representative"}}
+
+    @classmethod
+    def provenance(cls, preset: str | None) -> str:
+        """Where the preset's values come from (its ``provenance`` entry), '' for none."""
+        return str(cls.PRESETS.get(preset or "", {}).get("provenance", "")) if preset else ""
 
     @classmethod
     def resolve_config(cls, preset: str | None, params: Mapping[str, Any] | None) -> ComponentConfig:

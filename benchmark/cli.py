@@ -26,7 +26,7 @@ err_console = Console(stderr=True)
 GridOpt = Annotated[Path, typer.Option("--grid", "-g", help="Grid YAML (e.g. tables/quickstart.yaml).")]
 OptGridOpt = Annotated[Optional[Path], typer.Option("--grid", "-g", help="Restrict to this grid's cells (default: whole store).")]
 BudgetOpt = Annotated[Optional[str], typer.Option("--budget", "-b", help="Override the grid's budget: paper, cpu or smoke.")]
-OnlyOpt = Annotated[Optional[list[str]], typer.Option("--only", help="KEY=V1,V2 filter (repeatable): method, dataset, ipc, arch, arch_eval, preset, exp.")]
+OnlyOpt = Annotated[Optional[list[str]], typer.Option("--only", help="KEY=V1,V2 filter (repeatable): method, dataset, ipc, arch_distill, arch_eval, protocol, exp.")]
 DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Folder with dataset files (or set DBENCH_DATA_DIR).")]
 ResultsOpt = Annotated[Optional[Path], typer.Option("--results-dir", help="Results store (default results/store, or DBENCH_RESULTS_DIR).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")]
@@ -113,7 +113,7 @@ def run(
         load_dataset(ds, False, opts.data)
     tracker = make_tracker(tracking_uri, store.root, enabled=not no_mlflow)
     console.print(f"[bold]{spec.name}[/]: {len(cells)} cells, budget [cyan]{cells[0].budget.name}[/], "
-                  f"preset [cyan]{cells[0].preset}[/], results in {store.root}, MLflow {tracker.uri}")
+                  f"protocol [cyan]{cells[0].protocol_name}[/], results in {store.root}, MLflow {tracker.uri}")
     with console_progress(console) as progress:
         def report(o):
             if o.status == "failed":
@@ -150,6 +150,9 @@ def validate(grid: Annotated[Path, typer.Argument(help="Grid YAML.")], budget: B
 # ----------------------------------------------------------------------- table
 
 
+VIEWS = ("leaderboard", "efficiency", "cross_arch", "precision")
+
+
 @app.command()
 @_user_errors
 def table(
@@ -157,59 +160,127 @@ def table(
     budget: BudgetOpt = None,
     only: OnlyOpt = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="md, latex or csv (tidy).")] = "md",
-    out: Annotated[Optional[Path], typer.Option("--out", help="Also write <name>.md/.tex/.csv into this folder.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Also write <name>.md/.tex/.csv into this folder, and "
+                                                "the rows they were built from to <out>/rows/<name>.jsonl.")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="File stem for --out (default: the grid's name, or "
                                                                "'all'); e.g. for an --only subset of a grid.")] = None,
-    view: Annotated[str, typer.Option("--view", help="leaderboard, or efficiency: accuracy vs distillation "
+    view: Annotated[str, typer.Option("--view", help="leaderboard; efficiency: accuracy vs distillation "
                                       "iteration and the iterations each method needs to reach its baseline "
-                                      "(IDC for DREAM/DREAM+; the ordinary sampler for `sampler: representative`); "
-                                      "with --out also a PNG plot; or cross_arch: method x distillation arch rows, "
-                                      "one column per evaluation arch and the mean transfer to the others.")] = "leaderboard",
+                                      "(IDC for DREAM/DREAM+; the ordinary sampler for `sampler: representative`), "
+                                      "with --out also a PNG plot; cross_arch: method x distillation arch rows, "
+                                      "one column per evaluation arch and the mean transfer to the others; "
+                                      "precision: fp32 vs bf16 paired on the same sets and networks.")] = "leaderboard",
+    rows_file: Annotated[Optional[Path], typer.Option("--rows", help="Build from an exported rows file "
+                                                      "(<out>/rows/<name>.jsonl) instead of the results store.")] = None,
     results_dir: ResultsOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Regenerate the leaderboard from saved results (nothing is rerun)."""
+    """Regenerate a table from saved result rows alone (nothing is rerun, no method code is imported)."""
     from .errors import ConfigError
-    from .grid import expand, load_grid, parse_only, row_matches
     from .store import ResultStore, atomic_write_text
-    from .tables import efficiency, leaderboard, plot_efficiency, render, render_cross_arch, render_efficiency
+    from .tables import (
+        efficiency,
+        leaderboard,
+        plot_efficiency,
+        render,
+        render_cross_arch,
+        render_efficiency,
+        render_precision,
+    )
 
-    if view not in ("leaderboard", "efficiency", "cross_arch"):
-        raise ConfigError(f"--view {view}: use leaderboard, efficiency or cross_arch.")
+    if view not in VIEWS:
+        raise ConfigError(f"--view {view}: use {', '.join(VIEWS)}.")
+    if fmt not in ("md", "latex", "csv"):
+        raise ConfigError(f"--format {fmt}: use md, latex or csv.")
     if name is not None and (not name or "/" in name or "\\" in name or name.startswith(".")):
         raise ConfigError(f"--name {name!r}: give a plain file stem such as dream_efficiency_dream_plus.")
+    if out is not None and out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; give a folder.")
 
     store = ResultStore(results_dir)
-    filt = parse_only(only)
-    if grid is not None:
+    curves: dict[str, dict] = {}
+    if rows_file is not None:
+        rows, curves = read_rows_file(rows_file)
+        name = name or rows_file.stem
+        if grid is not None or only:
+            raise ConfigError("--rows builds from the file alone; drop --grid/--only (filter when exporting).")
+    elif grid is not None:
+        from .grid import expand, load_grid, parse_only
+
         spec = load_grid(grid)
-        cells = expand(spec, budget=budget, only=filt)
+        cells = expand(spec, budget=budget, only=parse_only(only))
         rows = _select_rows(list(store.iter_rows({c.hash for c in cells})), cells)
         name = name or spec.name
     else:
+        from .grid import parse_only, row_matches
+
+        if store.root.exists() and not store.root.is_dir():
+            raise ConfigError(f"--results-dir {store.root}: is a file; give the results folder.")
+        filt = parse_only(only)
         rows = [r for r in store.iter_rows() if row_matches(r, filt)]
         name = name or "all"
+    if rows_file is None and view == "efficiency":
+        curves = {h: store.curve(h) for h in {r["synset_hash"] for r in rows}}
     if view == "efficiency":
-        curves = {h: store.synset_meta(h) for h in {r["synset_hash"] for r in rows}}
         board = efficiency(rows, curves)
-        text = render_efficiency(board, fmt)
-        if out is not None:
-            for f, ext in (("md", "md"), ("latex", "tex"), ("csv", "csv")):
-                atomic_write_text(out / f"{name}_efficiency.{ext}", render_efficiency(board, f) + "\n")
-            plot_efficiency(rows, curves, out / f"{name}_efficiency.png")
-            err_console.print(f"wrote {out}/{name}_efficiency.md, .tex, .csv, .png")
+        draw, stem = render_efficiency, f"{name}_efficiency"
+    elif view == "precision":
+        board, draw, stem = rows, render_precision, f"{name}_precision"
     else:
         board = leaderboard(rows)
         draw, stem = (render_cross_arch, f"{name}_cross_arch") if view == "cross_arch" else (render, name)
-        text = draw(board, fmt)
-        if out is not None:
-            for f, ext in (("md", "md"), ("latex", "tex"), ("csv", "csv")):
-                atomic_write_text(out / f"{stem}.{ext}", draw(board, f) + "\n")
-            err_console.print(f"wrote {out}/{stem}.md, .tex, .csv")
+    text = draw(board, fmt)
+    if out is not None:
+        for f, ext in (("md", "md"), ("latex", "tex"), ("csv", "csv")):
+            atomic_write_text(out / f"{stem}.{ext}", draw(board, f) + "\n")
+        written = [f"{out}/{stem}.md, .tex, .csv"]
+        if view == "efficiency":
+            plot_efficiency(rows, curves, out / f"{stem}.png")
+            written.append(".png")
+        if rows_file is None or rows_file.resolve() != (out / "rows" / f"{name}.jsonl").resolve():
+            write_rows_file(out / "rows" / f"{name}.jsonl", rows, curves)
+            written.append(f"rows/{name}.jsonl")
+        err_console.print("wrote " + ", ".join(written))
     if fmt == "csv":
         sys.stdout.write(text)
     else:
         print(text)
+
+
+def write_rows_file(path: Path, rows: list[dict], curves: dict[str, dict]) -> None:
+    """The rows a committed table was built from (one JSON object a line, sorted), plus the
+    curve records its efficiency view needs: ``dbench table --rows`` rebuilds it from this."""
+    import json
+
+    from .store import atomic_write_text
+
+    lines = [json.dumps({"row": r}, sort_keys=True) for r in
+             sorted(rows, key=lambda r: (r.get("cell_hash", ""), r.get("model_index", 0)))]
+    lines += [json.dumps({"curve": c, "synset_hash": h}, sort_keys=True) for h, c in sorted(curves.items()) if c]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def read_rows_file(path: Path) -> tuple[list[dict], dict[str, dict]]:
+    import json
+
+    from .errors import ConfigError
+    from .rows import upgrade
+
+    if not path.is_file():
+        raise ConfigError(f"--rows {path}: no such file (written by `dbench table --out DIR` as DIR/rows/NAME.jsonl).")
+    rows, curves = [], {}
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if "row" in rec:
+                rows.append(upgrade(rec["row"]))
+            else:
+                curves[rec["synset_hash"]] = rec["curve"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ConfigError(f"{path}:{i}: not a dbench rows line; regenerate the file with `dbench table --out`.") from None
+    return rows, curves
 
 
 # ------------------------------------------------------------------------ tune
@@ -314,7 +385,7 @@ def continual(
 @app.command("list")
 @_user_errors
 def list_(
-    kind: Annotated[str, typer.Argument(help="methods, selectors, datasets, archs, presets or budgets")],
+    kind: Annotated[str, typer.Argument(help="methods, selectors, datasets, archs, protocols or budgets")],
     pattern: Annotated[str, typer.Argument(help="fnmatch pattern")] = "*",
     debug: DebugOpt = False,
 ) -> None:
@@ -354,9 +425,13 @@ def list_(
 
         for k, pool in EVAL_POOLS.items():
             rows.append({"name": f"pool:{k}", "display": "-", "description": "evaluation pool: " + ", ".join(pool)})
-    elif kind == "presets":
+    elif kind in ("protocols", "presets"):
         from .evaluate import PROFILES
 
+        if kind == "presets":
+            from .errors import deprecated
+
+            deprecated("`dbench list presets` is now `dbench list protocols` (method presets: `dbench list methods`)")
         for k, p in PROFILES.items():
             rows.append({"name": k, "epochs": p.epochs, "batch": p.batch_size, "aug": p.aug, "description": p.description})
     elif kind == "budgets":
@@ -365,7 +440,7 @@ def list_(
         for k, b in BUDGETS.items():
             rows.append({"name": k, "description": b.description})
     else:
-        raise UnknownNameError("kind", kind, ["methods", "selectors", "datasets", "archs", "presets", "budgets"])
+        raise UnknownNameError("kind", kind, ["methods", "selectors", "datasets", "archs", "protocols", "budgets"])
     rows = [r for r in rows if fnmatch.fnmatch(r["name"], pattern)]
     _print_frame(pd.DataFrame(rows), kind)
 
@@ -397,7 +472,8 @@ def eval_(
     file: Annotated[Path, typer.Argument(help="A synthetic set (.safetensors or .pt).")],
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset the set was distilled from.")],
     arch: Annotated[str, typer.Option("--arch", help="Evaluation architecture.")] = "ConvNet",
-    preset: Annotated[str, typer.Option("--preset", help="Evaluation protocol preset.")] = "dsa",
+    protocol: Annotated[str, typer.Option("--protocol", help="Evaluation protocol (`dbench list protocols`).")] = "dsa",
+    preset: Annotated[Optional[str], typer.Option("--preset", hidden=True, help="Old name of --protocol.")] = None,
     budget: Annotated[str, typer.Option("--budget", "-b", help="paper, cpu or smoke.")] = "paper",
     num_eval: Annotated[int, typer.Option("--num-eval", help="Networks to train.")] = 5,
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -407,43 +483,64 @@ def eval_(
     debug: DebugOpt = False,
 ) -> None:
     """Evaluate an existing synthetic set under a named protocol."""
+    import statistics
+
     from .budgets import resolve_budget
     from .data import DataSource, get_info, load_dataset
-    from .evaluate import TensorSource, TrainSettings, evaluate, get_protocol, model_seeds
-    from .errors import ConfigError
-    from .models import canonical_arch
+    from .errors import ConfigError, deprecated
+    from .evaluate import get_protocol
+    from .plan import eval_plan, tensor_source
     from .progress import console_progress
-    from .runtime import select_device
+    from .runtime import effective_precision, select_device
     from .synset import SyntheticSet
 
+    if preset is not None:
+        deprecated("--preset is now --protocol (the evaluation protocol)")
+        protocol = preset
     if precision not in ("fp32", "bf16", "fp16"):
         raise ConfigError(f"--precision {precision}: use fp32, bf16 or fp16.")
+    if num_eval < 1:
+        raise ConfigError(f"--num-eval {num_eval}: give a number >= 1.")
     info = get_info(dataset)
-    arch = canonical_arch(arch)
-    proto = get_protocol(preset).resolve(info, arch)
+    proto = get_protocol(protocol)
     b = resolve_budget(budget)
     s = SyntheticSet.load(file, info)
     if s.dataset and s.dataset != info.name:
         raise ConfigError(f"{file} was made from '{s.dataset}', not '{info.name}'; pass --dataset {s.dataset}.")
     x, y = s.training_tensors()
-    proto = proto.model_copy(update={"epochs": b.eval_epochs_for(proto.epochs, len(y), proto.batch_size)})
-    n = b.cap("num_eval", num_eval)
-    src = DataSource.from_env(data_dir)
-    test = load_dataset(info.name, False, src)
     dev = select_device(device)
-    settings = TrainSettings(device=dev, precision=precision, max_steps=b.eval_max_steps)  # type: ignore[arg-type]
+    plan = eval_plan(proto, b, info, arch, len(y), seed=seed, num_eval=b.cap("num_eval", num_eval), device=dev,
+                     precision=precision)
+    test = load_dataset(info.name, False, DataSource.from_env(data_dir))
     with console_progress(console) as progress:
-        res = evaluate(TensorSource(x, y).to(dev), proto, arch, info, test, model_seeds(seed, arch, n), settings, progress)
-    import statistics
-
+        res = plan.run(tensor_source(x, y, dev), info, test, progress)
     accs = [r.test_acc for r in res]
     std = statistics.pstdev(accs) if len(accs) > 1 else 0.0
-    console.print(f"{file.name}: {len(x)} training images, {arch}, preset {preset}, budget {b.name}: "
+    console.print(f"{file.name}: {len(x)} training images, {plan.arch}, protocol {protocol} "
+                  f"({plan.protocol.epochs} epochs, {plan.protocol.aug} {plan.protocol.dsa_strategy or ''}), "
+                  f"budget {b.name}, {effective_precision(dev, precision)}: "
                   f"[bold]{statistics.mean(accs):.2f} ± {std:.2f}[/] (n={len(accs)}; per model: "
                   + ", ".join(f"{a:.2f}" for a in accs) + ")")
 
 
+def _one_line_warnings() -> None:
+    """Deprecation notices as one 'note:' line each (not Python's file:line warning format)."""
+    import warnings
+
+    from .errors import DbenchDeprecation
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DbenchDeprecation):
+            err_console.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)
+        else:
+            _default(message, category, filename, lineno, file, line)
+
+    _default = warnings.showwarning
+    warnings.showwarning = show
+
+
 def main() -> None:
+    _one_line_warnings()
     app()
 
 

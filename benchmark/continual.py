@@ -26,17 +26,20 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import __version__
-from .api import RunContext, check_selection, check_synset, get_method
+from .api import RunContext, get_method
+from .build import build_set
 from .budgets import resolve_budget
 from .data import RealData, get_info, load_dataset
 from .errors import ConfigError, DbenchError
-from .evaluate import TensorSource, TrainSettings, evaluate, get_protocol, model_seeds
-from .grid import MethodSpec, read_yaml_mapping, short_hash, validate_file_model
+from .evaluate import get_protocol
+from .grid import MethodSpec, protocol_alias, read_yaml_mapping, short_hash, validate_file_model
 from .models import canonical_arch
-from .runtime import hardware, select_device
+from .plan import eval_plan, tensor_source
+from .rows import budget_fields, data_fields, method_fields, protocol_fields, run_fields
+from .runtime import select_device
 from .seed import derive_seed
 from .store import ResultStore
 from .synset import SyntheticSet
@@ -53,12 +56,17 @@ class ContinualSpec(BaseModel):
     ipc: int = Field(20, ge=1)
     orders: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
     arch: str = "ConvNet"
-    preset: str = "dsa"
+    protocol: str = "dsa"  # the evaluation protocol (``dbench list protocols``)
     budget: str = "paper"
     budget_overrides: dict[str, Any] = Field(default_factory=dict)
     num_eval: int = Field(3, ge=1)
     seed: int = 0
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _protocol_alias(cls, v):
+        return protocol_alias(v)
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -91,7 +99,7 @@ def load_continual(path: str | Path) -> ContinualSpec:
 def validate_spec(spec: ContinualSpec) -> None:
     info = get_info(spec.dataset)
     canonical_arch(spec.arch)
-    get_protocol(spec.preset)
+    get_protocol(spec.protocol)
     resolve_budget(spec.budget, spec.budget_overrides)
     for i, m in enumerate(spec.methods):
         cls = get_method(m.name)
@@ -138,13 +146,7 @@ def _build_piece(m: MethodSpec, real: RealData, classes: list[int], spec: Contin
     sub = class_subset(real, classes)
     ctx = RunContext(device=device, seed=seed, arch=canonical_arch(spec.arch), info=sub.info, budget=budget,
                      workdir=workdir, precision=spec.precision, progress=progress)
-    if cls.kind == "select":
-        sel = cls(cfg, ctx).select(sub, spec.ipc)
-        check_selection(sel, sub, spec.ipc, f"selector '{m.name}'")
-        piece = SyntheticSet.from_indices(sub, sel.indices.long())
-    else:
-        piece = cls(cfg, ctx).distill(sub, spec.ipc)
-        check_synset(piece, sub.info, spec.ipc, f"method '{m.name}'")
+    piece = build_set(cls, cfg, sub, spec.ipc, ctx)
     return dataclasses.replace(piece, labels=torch.tensor(classes)[piece.labels], indices=None)
 
 
@@ -160,27 +162,28 @@ def run_continual(spec: ContinualSpec, store: ResultStore, tracker, device: str 
     real = load_dataset(spec.dataset, True, data)
     test = load_dataset(spec.dataset, False, data)
     arch = canonical_arch(spec.arch)
-    proto = get_protocol(spec.preset).resolve(info, arch)
+    proto = get_protocol(spec.protocol)
     num_eval = b.cap("num_eval", spec.num_eval)
     methods = [m for m in spec.methods if not only_methods or {m.name, m.label} & only_methods]
     jobs = [(m, T, s) for m in methods for T in spec.steps for s in spec.orders]
     bar = progress.task(f"continual {spec.name}", sum(T for _, T, _ in jobs))
-    from .tables import params_label
-
-    label_of: dict[str, str] = {}  # cell hash -> 'DM [official] (batch_real=64, ...)'
+    hashes: set[str] = set()
     for m, T, s in jobs:
         cls = get_method(m.name)
         cfg = cls.resolve_config(m.preset, m.params)
-        params = params_label(m.name, m.preset, cfg.model_dump(mode="json"))
-        label = cls.display_name + (f" [{m.preset}]" if m.preset else "") + (f" ({params})" if params else "")
         blocks = step_classes(class_order(info.num_classes, s), T)
+        # the memory builder sees a k-class view of each step: its resolved config is the one
+        # for that many classes
+        step_info = dataclasses.replace(info, num_classes=info.num_classes // T)
+        method = method_fields(cls, m.preset, cfg, step_info, spec.ipc, b, arch)
         pieces: list[SyntheticSet] = []
         piece_hashes: list[str] = []
         tracker.start(f"continual/{spec.name}", f"{m.label}/{spec.dataset}/T{T}/order{s}",
                       {"dbench.task": "continual", "dbench.version": __version__})
         try:
             tracker.log_params({"method": m.label, "dataset": spec.dataset, "steps": T, "order": s, "ipc": spec.ipc,
-                                "preset": spec.preset, "budget": b.name, "arch": arch})
+                                "protocol": spec.protocol, "budget": b.name, "arch": arch,
+                                **{f"resolved.{k}": str(v) for k, v in method["resolved_config"].items()}})
             for t, classes in enumerate(blocks):
                 seed = derive_seed(spec.seed, "continual-memory", s, T, t)
                 pid = {"task": "continual", "method": m.name, "version": cls.version, "config": cfg.model_dump(mode="json"),
@@ -200,21 +203,19 @@ def run_continual(spec: ContinualSpec, store: ResultStore, tracker, device: str 
                 seen = [c for blk in blocks[:t + 1] for c in blk]
                 xs, ys = zip(*(p.training_tensors() for p in pieces))
                 x, y = torch.cat(xs), torch.cat(ys)
-                epochs = b.eval_epochs_for(proto.epochs, len(y), proto.batch_size)
-                p_e = proto.model_copy(update={"epochs": epochs})
-                ch = short_hash({"pieces": piece_hashes, "protocol": p_e.model_dump(exclude_defaults=True), "arch": arch,
-                                 "precision": spec.precision, "eval_seed": spec.seed})
-                label_of[ch] = label
-                seeds = model_seeds(derive_seed(spec.seed, "continual-eval", s, T, t), arch, num_eval)
-                base = {"task": "continual", "name": spec.name, "method": m.label, "method_name": m.name,
-                        "method_display": cls.display_name, "dataset": spec.dataset,
-                        "dataset_display": info.display_name, "ipc": spec.ipc, "steps": T, "order": s, "step": t + 1,
-                        "classes_seen": len(seen), "n_memory": len(y), "arch": arch, "preset": spec.preset,
-                        "budget": b.name, "epochs": epochs, "precision": spec.precision, "dbench_version": __version__,
-                        "torch_version": torch.__version__, "hardware": hardware()}
+                plan = eval_plan(proto, b, info, arch, len(y), seed=derive_seed(spec.seed, "continual-eval", s, T, t),
+                                 num_eval=num_eval, device=dev, precision=spec.precision)
+                ch = short_hash({"pieces": piece_hashes, "protocol": plan.protocol.model_dump(exclude_defaults=True),
+                                 "arch": arch, "precision": spec.precision, "eval_seed": spec.seed})
+                hashes.add(ch)
+                base = {"task": "continual", "name": spec.name, "cell_hash": ch, "synset_hash": ph, **method,
+                        **data_fields(info, arch), "ipc": spec.ipc, **protocol_fields(spec.protocol, plan.protocol),
+                        **budget_fields(b), "steps": T, "order": s, "step": t + 1, "exp": s, "set_seed": seed,
+                        "classes": classes, "classes_seen": len(seen), "n_memory": len(y), "n_train_images": len(y),
+                        "epochs": plan.protocol.epochs, **run_fields(dev, spec.precision)}
 
                 def persist(r, ch=ch, base=base, t=t):
-                    store.write_row(ch, r.index, {**base, "cell_hash": ch, "model_index": r.index, "model_seed": r.seed,
+                    store.write_row(ch, r.index, {**base, "model_index": r.index, "model_seed": r.seed,
                                                   "test_acc": r.test_acc, "train_time_s": r.train_time_s,
                                                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
                     tracker.log_metrics({f"step{t + 1}/test_acc": r.test_acc}, step=r.index)
@@ -222,37 +223,33 @@ def run_continual(spec: ContinualSpec, store: ResultStore, tracker, device: str 
                 done = store.model_indices(ch)
                 if len(done & set(range(num_eval))) < num_eval:
                     bar.update(step=f"{m.label} T{T} order {s} step {t + 1}: {len(seen)} classes")
-                    settings = TrainSettings(device=dev, precision=spec.precision, max_steps=b.eval_max_steps)  # type: ignore[arg-type]
                     t0 = time.perf_counter()
-                    evaluate(TensorSource(x, y).to(dev), p_e, arch, info, seen_test(test, seen), seeds, settings, progress,
-                             skip=done, on_result=persist)
+                    plan.run(tensor_source(x, y, dev), info, seen_test(test, seen), progress, skip=done,
+                             on_result=persist)
                     tracker.log_metrics({f"step{t + 1}/eval_time_s": time.perf_counter() - t0})
                 bar.advance()
             tracker.end("FINISHED")
         except BaseException:
             tracker.end("FAILED")
             raise
-    # the label (with the params beyond the preset) comes from the spec, so two param entries
-    # of one method stay on separate rows
-    return [{**r, "method_label": label_of[r["cell_hash"]]} for r in store.iter_rows(set(label_of))
-            if r["model_index"] < num_eval]
+    return [r for r in store.iter_rows(hashes) if r["model_index"] < num_eval]
 
 
 def continual_table(rows: list[dict], published: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per (dataset, method, steps): mean ± std over orders x networks at every step, the final
-    step, and the published final-step number beside ours."""
-    from .tables import _fmt, load_published
+    """Per (dataset, method configuration, steps): mean ± std over orders x networks at every
+    step, the final step, and the published final-step number beside ours. A pure function of
+    the rows (labels and params come from them)."""
+    from .tables import _fmt, load_published, method_label
 
     df = pd.DataFrame(rows)
     if df.empty:
         return df
     pub = load_published() if published is None else published
+    df["label"] = [method_label(d, p, q) for d, p, q in zip(df.method_display, df.method_preset, df.params_label)]
     out = []
-    if "method_label" not in df:
-        df["method_label"] = df["method"]
-    for (ds, method, T), g in df.groupby(["dataset_display", "method_label", "steps"], sort=True):
-        row: dict[str, Any] = {"dataset": ds, "method": method, "steps": int(T), "ipc": int(g.ipc.iloc[0]),
-                               "budget": g.budget.iloc[0], "preset": g.preset.iloc[0], "orders": g.order.nunique()}
+    for (ds, label, T), g in df.groupby(["dataset_display", "label", "steps"], sort=True):
+        row: dict[str, Any] = {"dataset": ds, "method": label, "steps": int(T), "ipc": int(g.ipc.iloc[0]),
+                               "budget": g.budget.iloc[0], "protocol": g.protocol.iloc[0], "orders": g.order.nunique()}
         for t, gt in g.groupby("step", sort=True):
             row[f"step {int(t)}"] = f"{gt.test_acc.mean():.1f} ± {gt.test_acc.std(ddof=0):.1f}"
         last = g[g.step == g.step.max()].test_acc
@@ -266,6 +263,10 @@ def continual_table(rows: list[dict], published: pd.DataFrame | None = None) -> 
 
 def continual_csv(rows: list[dict]) -> str:
     """Tidy CSV: one line per (method, steps, order, step, network)."""
+    from .tables import method_label
+
+    df = pd.DataFrame(rows)
+    df["method_label"] = [method_label(d, p, q) for d, p, q in zip(df.method_display, df.method_preset, df.params_label)]
     cols = ["method_label", "dataset", "ipc", "steps", "order", "step", "classes_seen", "n_memory", "model_index",
-            "test_acc", "arch", "preset", "budget", "epochs", "method"]
-    return pd.DataFrame(rows)[cols].sort_values(cols[:9]).to_csv(index=False, float_format="%.4f")
+            "test_acc", "arch_eval", "protocol", "budget", "epochs", "method"]
+    return df[cols].sort_values(cols[:9]).to_csv(index=False, float_format="%.4f")

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .budgets import Budget, resolve_budget
 from .data import get_info
-from .errors import ConfigError, DbenchError
+from .errors import ConfigError, DbenchError, deprecated
 from .evaluate import EvalProtocol, protocol_with
 from .models import canonical_arch, expand_archs
 from .seed import derive_seed
@@ -33,6 +33,20 @@ class MethodSpec(BaseModel):
         return f"{self.name}.{self.preset}" if self.preset else self.name
 
 
+def protocol_alias(v: Any) -> Any:
+    """Grids, tune and continual files name the evaluation protocol ``protocol``; the old key
+    ``preset`` still works, with a one-line deprecation notice (``preset`` now only means a
+    method preset)."""
+    if isinstance(v, dict) and "preset" in v:
+        v = dict(v)
+        old = v.pop("preset")
+        if "protocol" in v:
+            raise ValueError(f"give the evaluation protocol once: 'protocol: {v['protocol']}' (drop 'preset: {old}')")
+        deprecated(f"the key 'preset: {old}' is now 'protocol: {old}' (the evaluation protocol); rename it")
+        v["protocol"] = old
+    return v
+
+
 class GridSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -43,7 +57,7 @@ class GridSpec(BaseModel):
     ipc: list[int] = Field(default_factory=lambda: [1, 10, 50])
     arch: str = "ConvNet"
     eval_archs: list[str] | None = None
-    preset: str = "dsa"
+    protocol: str = "dsa"  # the evaluation protocol (``dbench list protocols``)
     protocol_overrides: dict[str, Any] = Field(default_factory=dict)
     budget: str = "paper"
     budget_overrides: dict[str, Any] = Field(default_factory=dict)
@@ -54,11 +68,16 @@ class GridSpec(BaseModel):
     channels_last: bool = False
     compile: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _protocol_alias(cls, v):
+        return protocol_alias(v)
+
     @field_validator("methods", mode="before")
     @classmethod
     def _methods(cls, v):
-        if not isinstance(v, list):
-            raise ValueError("must be a list of method names or {name, preset, params} mappings")
+        if not isinstance(v, list) or not v:
+            raise ValueError("must be a non-empty list of method names or {name, preset, params} mappings")
         out = []
         for m in v:
             if isinstance(m, str):
@@ -104,9 +123,9 @@ class Cell(BaseModel):
     method_config: dict[str, Any]
     dataset: str
     ipc: int
-    arch: str
+    arch_distill: str  # the grid's distillation / proxy network (a method may override it: see rows)
     arch_eval: str
-    preset: str
+    protocol_name: str  # 'dsa', or 'dsa*' when the grid overrides protocol fields
     protocol: EvalProtocol
     budget: Budget
     exp: int
@@ -122,13 +141,13 @@ class Cell(BaseModel):
 
     @property
     def key(self) -> str:
-        return (f"{self.method_label}/{self.dataset}/ipc{self.ipc}/{self.arch}->{self.arch_eval}/"
-                f"{self.preset}/{self.budget.name}/s{self.exp}")
+        return (f"{self.method_label}/{self.dataset}/ipc{self.ipc}/{self.arch_distill}->{self.arch_eval}/"
+                f"{self.protocol_name}/{self.budget.name}/s{self.exp}")
 
     def synset_identity(self) -> dict[str, Any]:
         return {
             "method": self.method, "method_version": self.method_version, "method_config": self.method_config,
-            "dataset": self.dataset, "data": get_info(self.dataset).to_dict(), "ipc": self.ipc, "arch": self.arch,
+            "dataset": self.dataset, "data": get_info(self.dataset).to_dict(), "ipc": self.ipc, "arch": self.arch_distill,
             "seed": self.seed, "precision": self.precision,
             "budget": {k: getattr(self.budget, k) for k in ("distill_iterations", "selector_epochs")
                        if getattr(self.budget, k) is not None},
@@ -206,9 +225,10 @@ def load_grid(path: str | Path) -> GridSpec:
         raise ConfigError(f"{path}: this is a tune file (it has 'search'); run it with `dbench tune {path}`.")
     if "include" in raw:
         inc = path.parent / str(raw.pop("include"))
-        base = yaml.safe_load(inc.read_text()) if inc.exists() else None
-        if not isinstance(base, dict):
-            raise ConfigError(f"{path}: include: {inc} is missing or not a mapping.")
+        if inc.resolve() == path.resolve():
+            raise ConfigError(f"{path}: include: the file includes itself.")
+        base = read_yaml_mapping(inc, "included grid", f"the 'include:' of {path}", "name, methods, datasets")
+        base.pop("include", None)
         raw = {**base, **raw}
     raw.setdefault("name", path.stem)
     grid = validate_file_model(GridSpec, raw, path)
@@ -219,6 +239,11 @@ def load_grid(path: str | Path) -> GridSpec:
     return grid
 
 
+# --only keys; the old names ('arch', 'preset') still select the same field
+ONLY_KEYS = ("method", "dataset", "ipc", "arch_distill", "arch_eval", "protocol", "exp")
+_ONLY_ALIASES = {"arch": "arch_distill", "preset": "protocol"}
+
+
 def parse_only(only: list[str] | None) -> dict[str, set[str]]:
     """``--only dataset=mnist --only ipc=1,10`` -> {'dataset': {'mnist'}, 'ipc': {'1','10'}}."""
     out: dict[str, set[str]] = {}
@@ -226,41 +251,57 @@ def parse_only(only: list[str] | None) -> dict[str, set[str]]:
         key, sep, vals = item.partition("=")
         if not sep or not key or not vals:
             raise ConfigError(f"--only {item!r}: expected KEY=V1,V2 (e.g. --only dataset=mnist --only ipc=1,10).")
+        key = _ONLY_ALIASES.get(key, key)
         if key not in ONLY_KEYS:
             raise ConfigError(f"--only {key}: unknown key. Use one of: {', '.join(ONLY_KEYS)}.")
         out.setdefault(key, set()).update(v.strip() for v in vals.split(","))
     return out
 
 
-ONLY_KEYS = ("method", "dataset", "ipc", "arch", "arch_eval", "preset", "exp")
+def _only_values(method: str, method_label: str, dataset: str, ipc, arch_distill: str, arch_eval: str,
+                 protocol: str, exp) -> dict[str, set[str]]:
+    return {"method": {method, method_label}, "dataset": {dataset}, "ipc": {str(ipc)},
+            "arch_distill": {arch_distill}, "arch_eval": {arch_eval}, "protocol": {protocol}, "exp": {str(exp)}}
 
 
-def _only_values(method: str, method_label: str, dataset: str, ipc, arch: str, arch_eval: str, preset: str,
-                 exp) -> dict[str, set[str]]:
-    return {"method": {method, method_label}, "dataset": {dataset}, "ipc": {str(ipc)}, "arch": {arch},
-            "arch_eval": {arch_eval}, "preset": {preset}, "exp": {str(exp)}}
+def _cell_values(cell: Cell) -> dict[str, set[str]]:
+    return _only_values(cell.method, cell.method_label, cell.dataset, cell.ipc, cell.arch_distill, cell.arch_eval,
+                        cell.protocol_name, cell.exp)
 
 
 def _matches(cell: Cell, only: dict[str, set[str]]) -> bool:
-    vals = _only_values(cell.method, cell.method_label, cell.dataset, cell.ipc, cell.arch, cell.arch_eval,
-                        cell.preset, cell.exp)
+    vals = _cell_values(cell)
     return all(vals[k] & v for k, v in only.items())
 
 
 def row_matches(row: dict, only: dict[str, set[str]]) -> bool:
-    """``--only`` on a stored result row (rows name the method label ``method`` and the
-    registry key ``method_name``; ``arch`` is the evaluation architecture)."""
-    vals = _only_values(row.get("method_name", ""), row["method"], row["dataset"], row["ipc"], row["arch_distill"],
-                        row["arch"], row["preset"], row["exp"])
+    """``--only`` on a stored result row (rows carry the same names as cells)."""
+    vals = _only_values(row.get("method", ""), row.get("method_label", ""), row["dataset"], row["ipc"],
+                        row.get("arch_distill", ""), row.get("arch_eval", ""), row.get("protocol", ""), row["exp"])
     return all(vals[k] & v for k, v in only.items())
+
+
+def check_only_matches(cells: list[Cell], only: dict[str, set[str]], grid_name: str) -> None:
+    """An ``--only`` value that selects nothing is a typo, not a finished run: one line listing
+    the values the grid has."""
+    if not only or any(_matches(c, only) for c in cells):
+        return
+    for k, want in only.items():
+        have = sorted(set().union(*(_cell_values(c)[k] for c in cells)) if cells else set())
+        if not want & set(have):
+            raise ConfigError(f"--only {k}={','.join(sorted(want))} matches no cell of grid '{grid_name}'; "
+                              f"its {k} values: {', '.join(have)}.")
+    raise ConfigError(f"the --only filters together match no cell of grid '{grid_name}'.")
 
 
 def expand(grid: GridSpec, *, budget: str | None = None, only: dict[str, set[str]] | None = None) -> list[Cell]:
     from .api import get_method
 
+    from .build import resolved_values
+
     b = resolve_budget(budget or grid.budget, grid.budget_overrides)
-    proto = protocol_with(grid.preset, grid.protocol_overrides)
-    preset_label = grid.preset if not grid.protocol_overrides else f"{grid.preset}*"
+    proto = protocol_with(grid.protocol, grid.protocol_overrides)
+    protocol_label = grid.protocol if not grid.protocol_overrides else f"{grid.protocol}*"
     arch = canonical_arch(grid.arch)
     eval_archs = expand_archs(grid.eval_archs or [grid.arch])
     cells: list[Cell] = []
@@ -272,21 +313,28 @@ def expand(grid: GridSpec, *, budget: str | None = None, only: dict[str, set[str
             raise ConfigError(f"methods[{i}]: {e}") from None
         is_ref = cls.kind == "reference"
         for ds in grid.datasets:
-            get_info(ds)
+            info = get_info(ds)
             ipcs = [0] if is_ref else grid.ipc
             n_exp = 1 if is_ref else b.cap("num_exp", grid.num_exp)
             for ipc in ipcs:
                 if not is_ref and ipc < 1:
                     raise ConfigError(f"ipc: {ipc} is not valid for method '{m.name}' (use ipc >= 1).")
+                try:  # what the method derives from dataset / ipc / budget must resolve before any compute
+                    if not is_ref:
+                        resolved_values(cls, cfg, info, ipc, b, arch)
+                except DbenchError as e:
+                    raise ConfigError(f"methods[{i}] ({m.label}) on {ds} ipc {ipc}: {e}") from None
                 for exp in range(n_exp):
                     for ae in eval_archs:
                         cells.append(Cell(
                             grid=grid.name, method=m.name, method_kind=cls.kind, method_version=cls.version,
                             method_preset=m.preset, method_config=cfg.model_dump(mode="json"), dataset=ds, ipc=ipc,
-                            arch=arch, arch_eval=ae, preset=preset_label, protocol=proto, budget=b, exp=exp,
+                            arch_distill=arch, arch_eval=ae, protocol_name=protocol_label, protocol=proto, budget=b,
+                            exp=exp,
                             seed=derive_seed(grid.seed, "set", exp), num_eval=b.cap("num_eval", grid.num_eval),
                             precision=grid.precision, channels_last=grid.channels_last, compile=grid.compile,
                         ))
     if only:
+        check_only_matches(cells, only, grid.name)
         cells = [c for c in cells if _matches(c, only)]
     return cells

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import platform
 import time
 import traceback
 from collections.abc import Callable
@@ -23,14 +22,15 @@ from typing import Any
 import torch
 
 from . import __version__
-from .api import RunContext, check_selection, check_synset, get_method
+from .api import RunContext, get_method
+from .build import build_set
 from .data import DataSource, RealData, RealSubset, get_info, load_dataset
 from .errors import DbenchError
-from .evaluate import TensorSource, TrainSettings, evaluate, model_seeds
 from .grid import Cell
-from .models import arch_display
+from .plan import eval_plan, tensor_source
 from .progress import NullProgress, Progress
-from .runtime import hardware, peak_cuda_mib, peak_rss_mib, select_device
+from .rows import cell_base_row, flatten
+from .runtime import peak_cuda_mib, peak_rss_mib, select_device
 from .seed import derive_seed
 from .store import ResultStore
 from .synset import SyntheticSet
@@ -62,11 +62,9 @@ def intermediate_evaluator(cell: Cell, test, device: torch.device):
 
     def probe(s: SyntheticSet, it: int) -> dict[str, float]:
         x, y = s.training_tensors()
-        proto = cell.protocol.resolve(info, cell.arch_eval)
-        proto = proto.model_copy(update={"epochs": cell.budget.eval_epochs_for(proto.epochs, len(y), proto.batch_size)})
-        settings = TrainSettings(device=device, precision=cell.precision, max_steps=cell.budget.eval_max_steps)  # type: ignore[arg-type]
-        r = evaluate(TensorSource(x, y).to(device), proto, cell.arch_eval, info, test,
-                     model_seeds(derive_seed(cell.seed, "curve", it), cell.arch_eval, 1), settings)
+        plan = eval_plan(cell.protocol, cell.budget, info, cell.arch_eval, len(y), seed=derive_seed(cell.seed, "curve", it),
+                         num_eval=1, device=device, precision=cell.precision)
+        r = plan.run(tensor_source(x, y, device), info, test)
         return {"test_acc": r[0].test_acc}
 
     return probe
@@ -94,7 +92,9 @@ def save_curve_png(curve: list, path: Path, title: str) -> Path:
 
 def produce_synset(cell: Cell, real, store: ResultStore, device: torch.device, tracker, progress: Progress,
                    test=None) -> tuple[SyntheticSet, float]:
-    """Load the cell's synthetic set from the store, or make it (selection or distillation)."""
+    """Load the cell's synthetic set from the store, or make it (selection or distillation)
+    through :func:`benchmark.build.build_set`; a distillation's accuracy curve (with its
+    iteration count and wall time) goes to the store's ``curves/``, not into the set."""
     path = store.synset_path(cell.synset_hash)
     info = real.info
     if path.exists():
@@ -102,27 +102,23 @@ def produce_synset(cell: Cell, real, store: ResultStore, device: torch.device, t
     cls = get_method(cell.method)
     cfg = cls.Config(**cell.method_config)
     ctx = RunContext(
-        device=device, seed=cell.seed, arch=cell.arch, info=info, budget=cell.budget,
+        device=device, seed=cell.seed, arch=cell.arch_distill, info=info, budget=cell.budget,
         workdir=store.workdir(cell.synset_hash), precision=cell.precision, channels_last=cell.channels_last,
         log=lambda metrics, step: tracker.log_metrics({f"distill/{k}": v for k, v in metrics.items()}, step),
         progress=progress,
         evaluate=intermediate_evaluator(cell, test, device) if test is not None else None,
     )
     t0 = time.perf_counter()
-    meta = {"method": cell.method, "method_preset": cell.method_preset, "ipc": cell.ipc, "arch": cell.arch,
+    meta = {"method": cell.method, "method_preset": cell.method_preset, "ipc": cell.ipc, "arch": cell.arch_distill,
             "synset_hash": cell.synset_hash, "seed": cell.seed, "budget": cell.budget.name}
-    if cls.kind == "select":
-        sel = cls(cfg, ctx).select(real, cell.ipc)
-        check_selection(sel, real, cell.ipc, f"selector '{cell.method}'")
-        synset = SyntheticSet.from_indices(real, sel.indices.long(), meta)
-    else:
-        synset = cls(cfg, ctx).distill(real, cell.ipc)
-        check_synset(synset, info, cell.ipc, f"method '{cell.method}'")
-        synset.meta.update(meta)
+    synset = build_set(cls, cfg, real, cell.ipc, ctx, meta)
     elapsed = time.perf_counter() - t0
     curve = [list(p) for p in ctx.curve]
+    synset.meta.pop("curve", None)
+    if cls.kind == "distill":
+        store.write_curve(cell.synset_hash, {"curve": curve, "iterations": synset.meta.get("iterations"),
+                                             "wall_s": synset.meta.get("wall_s", elapsed), "distill_time_s": elapsed})
     if curve:
-        synset.meta["curve"] = curve
         tracker.log_artifact(save_curve_png(curve, store.root / "artifacts" / cell.hash / "accuracy_vs_iteration.png", cell.key))
     synset.save(path)
     return synset, elapsed
@@ -149,10 +145,11 @@ def save_png(synset: SyntheticSet, path: Path, min_px: int = 32) -> Path:
 
 
 def run_cell(cell: Cell, store: ResultStore, tracker, opts: RunOptions, progress: Progress,
-             data: tuple[RealData, RealData] | None = None, split: str = "test") -> CellOutcome:
+             data: tuple[RealData, RealData] | None = None, split: str = "test", extra: dict | None = None) -> CellOutcome:
     """Run one cell. ``data=(train, eval)`` replaces the dataset's train/test splits (tuning
     passes a train part and a validation split carved from the training set; ``split='val'``
-    then names every accuracy ``val_acc`` so no number of it can pass for a test accuracy)."""
+    then names every accuracy ``val_acc`` so no number of it can pass for a test accuracy).
+    ``extra`` fields are added to every row (a tune trial's study and number)."""
     device = select_device(opts.device)
     info = get_info(cell.dataset)
     if data is None:
@@ -168,27 +165,24 @@ def run_cell(cell: Cell, store: ResultStore, tracker, opts: RunOptions, progress
         "dbench.version": __version__, "dbench.kind": cell.method_kind, "dbench.budget": cell.budget.name,
     })
     try:
-        tracker.log_params({**cell.flat_params(), "cell_hash": cell.hash, "synset_hash": cell.synset_hash})
         synset = None
         distill_time = 0.0
-        proto = cell.protocol.resolve(info, cell.arch_eval)
-        max_steps = cell.budget.eval_max_steps
         if cell.method_kind == "reference":
             source = RealSubset(real)
-            proto = proto.model_copy(update={"epochs": cell.budget.full_epochs_for(len(real), proto.batch_size)})
-            max_steps = cell.budget.full_max_steps
-            n_train, n_stored = len(real), len(real)
+            n_train = n_stored = len(real)
         else:
             synset, distill_time = produce_synset(cell, real, store, device, tracker, progress, test)
             x, y = synset.training_tensors()
-            source = TensorSource(x, y).to(device)
+            source = tensor_source(x, y, device)
             n_train, n_stored = len(y), len(synset)
-            proto = proto.model_copy(update={"epochs": cell.budget.eval_epochs_for(proto.epochs, len(y), proto.batch_size)})
-        settings = TrainSettings(device=device, precision=cell.precision, channels_last=cell.channels_last,  # type: ignore[arg-type]
-                                 compile=cell.compile, max_steps=max_steps)
-        seeds = model_seeds(cell.seed, cell.arch_eval, cell.num_eval)
+        plan = eval_plan(cell.protocol, cell.budget, info, cell.arch_eval, n_train, seed=cell.seed,
+                         num_eval=cell.num_eval, device=device, precision=cell.precision,
+                         channels_last=cell.channels_last, compile=cell.compile,
+                         whole_dataset=cell.method_kind == "reference")
+        base_row = {**cell_base_row(cell, info, plan.protocol, device, n_train=n_train, n_stored=n_stored),
+                    "split": split, **(extra or {})}
+        tracker.log_params(mlflow_params(cell, base_row))
         done = store.model_indices(cell.hash)
-        base_row = _base_row(cell, proto.epochs, n_train, n_stored, device)
 
         def persist(r):
             row = {**base_row, "model_index": r.index, "model_seed": r.seed, acc: r.test_acc,
@@ -198,7 +192,7 @@ def run_cell(cell: Cell, store: ResultStore, tracker, opts: RunOptions, progress
             tracker.log_metrics({f"eval/{acc}": r.test_acc, "eval/train_time_s": r.train_time_s}, step=r.index)
 
         t0 = time.perf_counter()
-        evaluate(source, proto, cell.arch_eval, info, test, seeds, settings, progress, skip=done, on_result=persist)
+        plan.run(source, info, test, progress, skip=done, on_result=persist)
         eval_time = time.perf_counter() - t0
         rows = [r for r in store.iter_rows({cell.hash}) if r["model_index"] < cell.num_eval]
         accs = torch.tensor([r[acc] for r in rows], dtype=torch.float64)
@@ -226,20 +220,16 @@ def run_cell(cell: Cell, store: ResultStore, tracker, opts: RunOptions, progress
         return CellOutcome(cell, "failed", error=msg)
 
 
-def _base_row(cell: Cell, epochs: int, n_train: int, n_stored: int, device: torch.device) -> dict[str, Any]:
-    cls = get_method(cell.method)
-    return {
-        "cell_hash": cell.hash, "synset_hash": cell.synset_hash, "cell_key": cell.key, "grid": cell.grid,
-        "method": cell.method_label, "method_name": cell.method, "method_preset": cell.method_preset,
-        "method_kind": cell.method_kind, "method_version": cell.method_version, "method_display": cls.display_name,
-        "method_config": cell.method_config,  # variant + feature-extractor spec of selectors
-        "dataset": cell.dataset, "dataset_display": get_info(cell.dataset).display_name, "ipc": cell.ipc,
-        "arch": cell.arch_eval, "arch_display": arch_display(cell.arch_eval), "arch_distill": cell.arch,
-        "preset": cell.preset, "protocol_version": cell.protocol.version, "budget": cell.budget.name, "exp": cell.exp,
-        "set_seed": cell.seed, "epochs": epochs, "n_train_images": n_train, "n_stored_images": n_stored,
-        "precision": cell.precision, "dbench_version": __version__, "torch_version": torch.__version__,
-        "python_version": platform.python_version(), "hardware": hardware(), "device": str(device),
-    }
+def mlflow_params(cell: Cell, row: dict[str, Any]) -> dict[str, str]:
+    """The cell's flat config plus what the row resolved (``resolved.lr_img``,
+    ``protocol_resolved.dsa_strategy``, ``arch_distill`` as run, versions)."""
+    out = {**cell.flat_params(), "cell_hash": cell.hash, "synset_hash": cell.synset_hash}
+    for prefix, d in (("resolved", row["resolved_config"]), ("protocol_resolved", row["protocol_config"]),
+                      ("extractor", row.get("extractor") or {})):
+        out.update({f"{prefix}.{k}": str(v) for k, v in flatten(d).items()})
+    for k in ("arch_distill", "params_label", "precision", "torch_version", "hardware", "git_commit", "provenance"):
+        out[f"row.{k}"] = str(row.get(k, ""))
+    return out
 
 
 def _log_artifacts(tracker, store: ResultStore, cell: Cell, synset: SyntheticSet | None, rows: list[dict],

@@ -79,3 +79,28 @@ def peak_rss_mib() -> float:
 
 def peak_cuda_mib(device: torch.device) -> float:
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+
+
+def effective_precision(device: torch.device, precision: str) -> str:
+    """The precision that actually runs (:func:`autocast` runs fp16 as bf16 on the CPU)."""
+    return "bf16" if (precision == "fp16" and device.type == "cpu") else precision
+
+
+@functools.cache
+def git_commit() -> str:
+    """The commit of the dbench checkout this process runs from ('' when not a git checkout),
+    with '+dirty' when tracked files differ from it."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return ""
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f"{head}+dirty" if head and dirty else head

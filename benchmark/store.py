@@ -6,6 +6,7 @@ Layout under the results directory (``--results-dir`` / ``DBENCH_RESULTS_DIR``, 
     rows/<cell_hash>/m<k>.json     one row per evaluated network (never rewritten)
     cells/<cell_hash>.json         cell summary, written when the cell finishes
     synsets/<synset_hash>.safetensors
+    curves/<synset_hash>.json      a distillation's accuracy-vs-iteration curve, iterations, wall time
     work/<synset_hash>/            checkpoints of a distillation in progress
     failures/<cell_hash>.json      the last failure of a cell (removed when it finishes)
 
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DbenchError
+from .rows import upgrade
 
 DEFAULT_RESULTS_DIR = Path("results") / "store"
 
@@ -87,6 +89,19 @@ class ResultStore:
         p = self.root / "cells" / f"{cell_hash}.json"
         return json.loads(p.read_text()) if p.exists() else None
 
+    def write_curve(self, synset_hash: str, record: dict[str, Any]) -> None:
+        atomic_write_text(self.root / "curves" / f"{synset_hash}.json", json.dumps(record, sort_keys=True))
+
+    def curve(self, synset_hash: str) -> dict[str, Any]:
+        """The stored curve record of a distilled set ({} for selections and unknown sets)."""
+        p = self.root / "curves" / f"{synset_hash}.json"
+        if not p.exists():
+            return {}
+        try:
+            return json.loads(p.read_text())
+        except json.JSONDecodeError:
+            raise DbenchError(f"{p}: unreadable curve record; delete it (the set itself is kept).") from None
+
     def synset_meta(self, synset_hash: str) -> dict[str, Any]:
         """The ``meta`` of a stored synthetic set (read from its manifest, tensors not loaded);
         {} if the set is missing or unreadable."""
@@ -111,6 +126,6 @@ class ResultStore:
                 continue
             for p in sorted(d.glob("m*.json")):
                 try:
-                    yield json.loads(p.read_text())
-                except json.JSONDecodeError:
+                    yield upgrade(json.loads(p.read_text()))
+                except (json.JSONDecodeError, UnicodeDecodeError, KeyError, AttributeError, TypeError):
                     raise DbenchError(f"{p}: unreadable result row (partial write by another tool?). Delete it.") from None

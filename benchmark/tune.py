@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .data import RealData, load_dataset
 from .errors import ConfigError, DbenchError
-from .grid import Cell, GridSpec, MethodSpec, expand, read_yaml_mapping, short_hash, validate_file_model
+from .grid import Cell, GridSpec, MethodSpec, expand, protocol_alias, read_yaml_mapping, short_hash, validate_file_model
 from .runner import RunOptions, run_cell
 from .seed import derive_seed
 from .store import ResultStore, atomic_write_text
@@ -100,7 +100,7 @@ class TuneSpec(BaseModel):
     dataset: str
     ipc: int = Field(ge=1)
     arch: str = "ConvNet"
-    preset: str = "dsa"
+    protocol: str = "dsa"  # the evaluation protocol (``dbench list protocols``)
     protocol_overrides: dict[str, Any] = Field(default_factory=dict)
     budget: str = "cpu"
     budget_overrides: dict[str, Any] = Field(default_factory=dict)
@@ -113,6 +113,11 @@ class TuneSpec(BaseModel):
     trials: int = Field(10, ge=1)
     sampler: Literal["tpe", "random"] = "tpe"
     search: dict[str, SearchParam]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _protocol_alias(cls, v):
+        return protocol_alias(v)
 
     @model_validator(mode="after")
     def _search(self):
@@ -132,7 +137,7 @@ class TuneSpec(BaseModel):
         return GridSpec(
             name=self.study_name, methods=[MethodSpec(name=self.method.name, preset=self.method.preset,
                                                       params={**self.method.params, **method_params})],
-            datasets=[self.dataset], ipc=[self.ipc], arch=self.arch, preset=self.preset,
+            datasets=[self.dataset], ipc=[self.ipc], arch=self.arch, protocol=self.protocol,
             protocol_overrides={**self.protocol_overrides, **proto}, budget=self.budget,
             budget_overrides=self.budget_overrides, num_exp=1, num_eval=self.num_eval, seed=self.seed,
             precision=self.precision, channels_last=self.channels_last, compile=self.compile)
@@ -146,7 +151,7 @@ class TuneSpec(BaseModel):
     def best_grid_yaml(self, params: dict[str, Any], value: float, study: str) -> str:
         g = self.grid_for(params)
         doc = {"name": f"{self.name}_best", "methods": ["random", g.methods[0].model_dump(exclude_defaults=True)],
-               "datasets": g.datasets, "ipc": g.ipc, "arch": g.arch, "preset": self.preset,
+               "datasets": g.datasets, "ipc": g.ipc, "arch": g.arch, "protocol": self.protocol,
                **({"protocol_overrides": g.protocol_overrides} if g.protocol_overrides else {}),
                "budget": self.budget, **({"budget_overrides": self.budget_overrides} if self.budget_overrides else {}),
                "num_exp": 1, "num_eval": self.num_eval, "seed": self.seed, "precision": self.precision}
@@ -260,7 +265,9 @@ def run_tune(spec: TuneSpec, results_root: Path, tracker, opts: RunOptions, prog
         if store.is_finished(cell.hash, cell.num_eval):
             s = store.cell_summary(cell.hash) or {}
             return float(s["val_acc_mean"])
-        out = run_cell(cell, store, tracker, opts, progress, data=(train, val), split="val")
+        out = run_cell(cell, store, tracker, opts, progress, data=(train, val), split="val",
+                       extra={"task": "tune", "study": name, "trial": trial.number, "params_searched": params,
+                              "validation_per_class": spec.validation_per_class})
         if out.status != "finished" or not math.isfinite(out.acc_mean):
             raise DbenchError(f"trial {trial.number} ({params}) failed: {out.error}")
         return out.acc_mean

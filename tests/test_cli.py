@@ -16,7 +16,8 @@ def _run(*args, env=None):
 
 
 @pytest.mark.parametrize("kind,expect", [("methods", "random"), ("datasets", "cifar10"), ("archs", "ResNet18BN_AP"),
-                                         ("presets", "datadam"), ("budgets", "smoke")])
+                                         ("protocols", "datadam"), ("presets", "datadam"),
+                                         ("budgets", "smoke")])
 def test_list(kind, expect):
     r = _run("list", kind)
     assert r.exit_code == 0 and expect in r.output
@@ -39,7 +40,8 @@ def test_run_table_show_eval_end_to_end(tmp_path):
     assert "leaderboard" in r.output and "Random" in r.output
     csv = _run("table", "--grid", FIX / "tiny.yaml", "--format", "csv", "--results-dir", store)
     header = csv.output.splitlines()[0].split(",")
-    assert header[:9] == ["method", "dataset", "ipc", "arch", "preset", "budget", "acc_mean", "acc_std", "n"]
+    assert header[:9] == ["method_label", "dataset", "ipc", "arch_eval", "protocol", "budget", "precision", "acc_mean",
+                          "acc_std"]
     assert len(csv.output.splitlines()) == 1 + 3
     assert "paper" in header
     out = tmp_path / "tables"
@@ -53,7 +55,7 @@ def test_run_table_show_eval_end_to_end(tmp_path):
     synset = next((store / "synsets").glob("*.safetensors"))
     s = _run("show", synset, "--out", tmp_path / "grid.png")
     assert s.exit_code == 0 and (tmp_path / "grid.png").stat().st_size > 100
-    e = _run("eval", synset, "--dataset", "digits", "--arch", "ConvNet", "--preset", "dsa", "--budget", "smoke")
+    e = _run("eval", synset, "--dataset", "digits", "--arch", "ConvNet", "--protocol", "dsa", "--budget", "smoke")
     assert e.exit_code == 0 and "n=1" in e.output, e.output
 
 

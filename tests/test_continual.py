@@ -18,7 +18,7 @@ from benchmark.store import ResultStore
 from benchmark.tracking import NullTracker
 
 SPEC = {"name": "t_cl", "methods": ["random", {"name": "dm", "preset": "official", "params": {"batch_real": 16}}],
-        "dataset": "digits", "steps": [2], "ipc": 2, "orders": [0], "preset": "dsa", "budget": "smoke", "num_eval": 1}
+        "dataset": "digits", "steps": [2], "ipc": 2, "orders": [0], "protocol": "dsa", "budget": "smoke", "num_eval": 1}
 
 
 def test_class_order_is_the_reference_permutation_without_global_rng():
@@ -74,14 +74,15 @@ def test_run_builds_memory_per_step_resumes_and_tabulates(tmp_path, monkeypatch)
     rows = run_continual(spec, store, NullTracker(), device="cpu")
     blocks = step_classes(class_order(10, 0), 2)
     assert calls == [(n, tuple(b)) for n in ("random", "dm") for b in blocks]  # each step sees only its classes
-    assert len(rows) == 4 and {(r["method"], r["step"]) for r in rows} == {(m, t) for m in ("random", "dm.official")
+    assert len(rows) == 4 and {(r["method_label"], r["step"]) for r in rows} == {(m, t) for m in ("random", "dm.official")
                                                                           for t in (1, 2)}
-    assert {r["method_label"] for r in rows} == {"Random", "DM [official] (batch_real=16)"}
+    assert {r["params_label"] for r in rows} == {"", "batch_real=16"}
+    assert {r["resolved_config"].get("lr_img") for r in rows if r["method"] == "dm"} == {1.0}
     assert {r["n_memory"] for r in rows if r["step"] == 2} == {2 * 10}  # memory grows: 5 + 5 classes x ipc 2
     assert {r["classes_seen"] for r in rows if r["step"] == 1} == {5}
     # a rerun builds nothing and trains nothing
     calls.clear()
-    monkeypatch.setattr(cl, "evaluate", lambda *a, **k: pytest.fail("re-evaluated a finished step"))
+    monkeypatch.setattr("benchmark.plan.evaluate", lambda *a, **k: pytest.fail("re-evaluated a finished step"))
     again = run_continual(spec, store, NullTracker(), device="cpu")
     assert calls == [] and sorted(r["test_acc"] for r in again) == sorted(r["test_acc"] for r in rows)
     table = continual_table(rows)
@@ -91,8 +92,9 @@ def test_run_builds_memory_per_step_resumes_and_tabulates(tmp_path, monkeypatch)
 
 
 def test_published_final_step_is_shown_beside_ours():
-    rows = [dict(dataset_display="CIFAR-100", dataset="cifar100", method="dm.official", method_display="DM", steps=5,
-                 ipc=20, budget="paper", preset="dsa", order=0, step=5, test_acc=33.0)]
+    rows = [dict(dataset_display="CIFAR-100", dataset="cifar100", method="dm", method_label="dm.official",
+                 method_display="DM", method_preset="official", params_label="", steps=5, ipc=20, budget="paper",
+                 protocol="dsa", order=0, step=5, test_acc=33.0)]
     table = continual_table(rows)
     assert table["paper final"].iloc[0] == "34.4" and table["final"].iloc[0].startswith("33.0")
 

@@ -62,7 +62,7 @@ def test_only_filters(tmp_path):
     ("name: x\nmethods: [random]\ndatasets: [digits]\nnum_eval: 0\n", "num_eval: Value error, must be >= 1"),
     ("name: x\nmethods: [random\n", "malformed YAML"),
     ("- just\n- a list\n", "top level must be a mapping"),
-    ("name: x\nmethods: [random]\ndatasets: [digits]\npreset: dsaa\n", "unknown preset 'dsaa'"),
+    ("name: x\nmethods: [random]\ndatasets: [digits]\nprotocol: dsaa\n", "unknown protocol 'dsaa'"),
     ("name: x\nmethods: [random]\ndatasets: [digits]\nbudget: huge\n", "unknown budget 'huge'"),
     ("name: x\nmethods: [{name: random, params: {lr: 1}}]\ndatasets: [digits]\n", "lr: Extra inputs"),
     ("name: x\nmethods: [random]\ndatasets: [digits]\narch: ConvNett\n", "unknown arch 'ConvNett'"),

@@ -4,9 +4,21 @@ from benchmark.tables import TIDY_COLUMNS, leaderboard, load_published, match_pu
 
 
 def _rows():
-    base = dict(method="random", dataset="mnist", ipc=1, arch="ConvNet", preset="dsa", budget="cpu", arch_distill="ConvNet",
-                method_kind="select", method_display="Random", dataset_display="MNIST", arch_display="ConvNet-3")
+    base = dict(schema=2, method="random", method_label="random", method_preset=None, dataset="mnist", ipc=1,
+                arch_eval="ConvNet", protocol="dsa", budget="cpu", arch_distill="ConvNet", precision="fp32",
+                method_kind="select", method_display="Random", dataset_display="MNIST", arch_eval_display="ConvNet-3",
+                arch_distill_display="ConvNet-3", params_label="", extractor_label="")
     return [dict(base, test_acc=a) for a in (60.0, 62.0, 64.0)] + [dict(base, ipc=10, test_acc=95.0)]
+
+
+def test_schema_1_rows_still_render():
+    """Rows written before the names were settled (method = label, method_name = key, arch =
+    eval arch, preset = protocol) read through the one-release fallback."""
+    old = dict(method="random", method_name="random", dataset="mnist", ipc=1, arch="ConvNet", preset="dsa",
+               budget="cpu", arch_distill="ConvNet", method_kind="select", method_display="Random",
+               dataset_display="MNIST", arch_display="ConvNet-3", test_acc=61.0)
+    b = leaderboard([old])
+    assert b.iloc[0].protocol == "dsa" and b.iloc[0].arch_eval == "ConvNet" and b.iloc[0].paper == "64.9 ± 3.5"
 
 
 def test_leaderboard_stats_and_published_beside_ours():
@@ -44,37 +56,56 @@ def test_empty():
 
 
 def test_method_variants_stay_on_separate_rows():
-    rows = _rows() + [dict(r, method="random.other") for r in _rows()]
+    rows = _rows() + [dict(r, method_label="random.other", method_preset="other") for r in _rows()]
     md = render(leaderboard(rows), "md")
     assert "| Random [other]" in md and md.count("| Random ") == 2
 
 
 def test_selector_rows_name_their_extractor():
-    herd = dict(_rows()[0], method="herding", method_display="Herding", test_acc=85.0,
-                method_config={"variant": "dc", "extractor": {"arch": "ConvNet", "weights": "trained", "epochs": 10}})
-    rnd_net = dict(herd, method="herding.random_net", method_config={"extractor": {"weights": "random", "seed": 3}})
-    b = leaderboard(_rows() + [herd, rnd_net])
-    ex = dict(zip(b.method, b.extractor))
-    assert ex["random"] == ""
+    """The extractor is data in the row (written by the row builder under the row's budget)."""
+    from benchmark.budgets import resolve_budget
+    from benchmark.rows import extractor_fields
+
+    cpu = resolve_budget("cpu")
+    cfg = {"variant": "dc", "extractor": {"arch": "ConvNet", "weights": "trained", "epochs": 10}}
+    data, label = extractor_fields(cfg, cpu)
     # the cpu budget caps the 10 proxy epochs at 5: the row says what was actually trained
-    assert ex["herding"].startswith("ConvNet trained on the full train split 5 ep")
-    assert ex["herding.random_net"] == "ConvNet random init (seed 3), embed"
+    assert data["effective_epochs"] == 5 and label.startswith("ConvNet trained on the full train split 5 ep")
+    rdata, rlabel = extractor_fields({"extractor": {"weights": "random", "seed": 3}}, cpu)
+    assert rlabel == "ConvNet random init (seed 3), embed" and rdata["weights"] == "random"
+    assert extractor_fields({"init": "herding", "init_params": {"extractor": {"epochs": 2}}}, cpu)[1].startswith(
+        "init herding: ConvNet trained")
+    herd = dict(_rows()[0], method="herding", method_label="herding", method_display="Herding", test_acc=85.0,
+                extractor=data, extractor_label=label)
+    rnd_net = dict(herd, method_label="herding.random_net", method_preset="random_net", extractor=rdata,
+                   extractor_label=rlabel)
+    b = leaderboard(_rows() + [herd, rnd_net])
+    ex = dict(zip(b.method_label, b.extractor))
+    assert ex["random"] == "" and ex["herding"] == label and ex["herding.random_net"] == rlabel
     md = render(b, "md")
     assert "| extractor " in md and "random init (seed 3)" in md
     assert "extractor" not in render(leaderboard(_rows()), "md")  # no selector with features: no column
 
 
+def _dm_rows(cfg_changes, accs, preset="official"):
+    from benchmark.api import get_method
+    from benchmark.budgets import resolve_budget
+    from benchmark.data import get_info
+    from benchmark.rows import method_fields
+
+    cls = get_method("dm")
+    out = []
+    for ch, a in zip(cfg_changes, accs):
+        cfg = cls.resolve_config(preset, ch)
+        f = method_fields(cls, preset, cfg, get_info("mnist"), 1, resolve_budget("cpu"), "ConvNet")
+        out.append(dict(_rows()[0], **f, test_acc=a))
+    return out
+
+
 def test_param_entries_of_one_method_stay_apart_and_are_named():
     """A sweep written as several {name: dm, params: ...} entries is several rows, each saying
     what it changed; a preset run with nothing changed shows no params."""
-    from benchmark.api import get_method
-
-    base = dict(_rows()[0], method="dm.official", method_name="dm", method_preset="official", method_kind="distill",
-                method_display="DM")
-    cfg = get_method("dm").resolve_config("official", {}).model_dump(mode="json")
-    rows = [dict(base, test_acc=80.0, method_config=dict(cfg, eval_every=50)),  # bookkeeping only
-            dict(base, test_acc=85.0, method_config=dict(cfg, lr_img=10.0)),
-            dict(base, test_acc=86.0, method_config=dict(cfg, lr_img=10.0, batch_real=64))]
+    rows = _dm_rows([{"eval_every": 50}, {"lr_img": 10.0}, {"lr_img": 10.0, "batch_real": 64}], [80.0, 85.0, 86.0])
     b = leaderboard(rows)
     assert sorted(b.params) == ["", "batch_real=64, lr_img=10.0", "lr_img=10.0"]
     assert sorted(b.acc_mean) == [80.0, 85.0, 86.0]
@@ -83,10 +114,17 @@ def test_param_entries_of_one_method_stay_apart_and_are_named():
     assert "| DM [official] " in md.replace("(", "|")
 
 
-def test_params_label_shortens_floats_only_in_the_label():
-    from benchmark.tables import params_label
+def test_rows_carry_resolved_values():
+    r = _dm_rows([{}], [80.0])[0]
+    assert r["method_config"]["lr_img"] is None and r["resolved_config"]["lr_img"] == 1.0
+    assert r["resolved_config"]["iterations"] == 1000 and r["iterations"] == 1000  # cpu budget caps 20000
+    assert r["method_label"] == "dm.official" and "main_DM.py" in r["provenance"]
 
-    label = params_label("dm", "official", {"lr_img": 0.45962757368712065, "batch_real": 64})
+
+def test_params_label_shortens_floats_only_in_the_label():
+    from benchmark.rows import params_label
+
+    label = params_label({"lr_img": 0.45962757368712065, "batch_real": 64})
     assert "lr_img=0.459628" in label and "batch_real=64" in label
 
 
@@ -101,12 +139,13 @@ def test_cli_tables_print_brackets_literally(capsys):
 def test_cross_arch_view_columns_per_eval_arch_and_transfer_mean():
     from benchmark.tables import cross_arch_pivot, render_cross_arch
 
-    base = dict(_rows()[0], method="dm", method_display="DM", method_kind="distill", ipc=10)
+    base = dict(_rows()[0], method="dm", method_label="dm", method_display="DM", method_kind="distill", ipc=10)
     rows = []
     for arch, disp, accs in (("ConvNet", "ConvNet-3", (50.0, 52.0)), ("AlexNet", "AlexNet", (40.0, 42.0)),
                              ("ResNet10BN", "ResNet-10-BN", (30.0, 30.0))):
-        rows += [dict(base, arch=arch, arch_display=disp, test_acc=a) for a in accs]
-    rows += [dict(base, arch_distill="AlexNet", arch="ConvNet", arch_display="ConvNet-3", test_acc=45.0)]
+        rows += [dict(base, arch_eval=arch, arch_eval_display=disp, test_acc=a) for a in accs]
+    rows += [dict(base, arch_distill="AlexNet", arch_distill_display="AlexNet", arch_eval="ConvNet",
+                  arch_eval_display="ConvNet-3", test_acc=45.0)]
     view = cross_arch_pivot(leaderboard(rows))
     assert list(view.columns[-4:]) == ["ConvNet-3", "AlexNet", "ResNet-10-BN", "transfer"]
     conv = view[view["distilled on"] == "ConvNet-3"].iloc[0]

@@ -22,7 +22,7 @@ from benchmark.tune import TuneSpec, load_tune, run_tune, validation_split, writ
 SPEC = {
     "name": "t_tune",
     "method": {"name": "dm", "preset": "official", "params": {"batch_real": 16}},
-    "dataset": "digits", "ipc": 1, "preset": "dm", "budget": "smoke", "num_eval": 1,
+    "dataset": "digits", "ipc": 1, "protocol": "dm", "budget": "smoke", "num_eval": 1,
     "validation_per_class": 10, "trials": 2,
     "search": {"lr_img": {"low": 0.1, "high": 10.0, "log": True}, "batch_real": {"choices": [8, 16]}},
 }
@@ -150,7 +150,7 @@ def test_shipped_tune_file_loads():
 def test_protocol_fields_can_be_tuned_and_typos_are_one_line(tmp_path):
     spec = load_tune(_write(tmp_path, {**SPEC, "search": {"protocol.lr": {"low": 0.001, "high": 0.1, "log": True}}}))
     cell = spec.cell_for({"protocol.lr": 0.05})
-    assert cell.protocol.lr == 0.05 and cell.preset == "dm*"
+    assert cell.protocol.lr == 0.05 and cell.protocol_name == "dm*"
     with pytest.raises(ConfigError, match="lrr: Extra inputs are not permitted") as e:
         load_tune(_write(tmp_path, {**SPEC, "search": {"protocol.lrr": {"low": 0.001, "high": 0.1}}}))
     assert "\n" not in str(e.value)
