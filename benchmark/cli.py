@@ -212,7 +212,7 @@ def table(
         rows = _select_rows(list(store.iter_rows({c.hash for c in cells})), cells)
         name = name or spec.name
     else:
-        from .grid import parse_only, row_matches
+        from .only import parse_only, row_matches
 
         if store.root.exists() and not store.root.is_dir():
             raise ConfigError(f"--results-dir {store.root}: is a file; give the results folder.")
@@ -374,7 +374,9 @@ def continual(
     table = continual_table(rows)
     _print_frame(table, f"{spec.name}: test accuracy % on the classes seen so far (mean ± std over orders x nets)")
     if out is not None:
-        atomic_write_text(out / f"{spec.name}.md", table.to_markdown(index=False) + "\n")
+        from .tables import render_frame
+
+        atomic_write_text(out / f"{spec.name}.md", render_frame(table, "md") + "\n")
         atomic_write_text(out / f"{spec.name}.csv", continual_csv(rows))
         err_console.print(f"wrote {out}/{spec.name}.md, .csv")
 

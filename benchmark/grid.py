@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .budgets import Budget, resolve_budget
 from .data import get_info
 from .errors import ConfigError, DbenchError, deprecated
+from .only import ONLY_KEYS, _only_values, parse_only, row_matches  # noqa: F401 - re-exported
 from .evaluate import EvalProtocol, protocol_with
 from .models import canonical_arch, expand_archs
 from .seed import derive_seed
@@ -239,31 +240,6 @@ def load_grid(path: str | Path) -> GridSpec:
     return grid
 
 
-# --only keys; the old names ('arch', 'preset') still select the same field
-ONLY_KEYS = ("method", "dataset", "ipc", "arch_distill", "arch_eval", "protocol", "exp")
-_ONLY_ALIASES = {"arch": "arch_distill", "preset": "protocol"}
-
-
-def parse_only(only: list[str] | None) -> dict[str, set[str]]:
-    """``--only dataset=mnist --only ipc=1,10`` -> {'dataset': {'mnist'}, 'ipc': {'1','10'}}."""
-    out: dict[str, set[str]] = {}
-    for item in only or []:
-        key, sep, vals = item.partition("=")
-        if not sep or not key or not vals:
-            raise ConfigError(f"--only {item!r}: expected KEY=V1,V2 (e.g. --only dataset=mnist --only ipc=1,10).")
-        key = _ONLY_ALIASES.get(key, key)
-        if key not in ONLY_KEYS:
-            raise ConfigError(f"--only {key}: unknown key. Use one of: {', '.join(ONLY_KEYS)}.")
-        out.setdefault(key, set()).update(v.strip() for v in vals.split(","))
-    return out
-
-
-def _only_values(method: str, method_label: str, dataset: str, ipc, arch_distill: str, arch_eval: str,
-                 protocol: str, exp) -> dict[str, set[str]]:
-    return {"method": {method, method_label}, "dataset": {dataset}, "ipc": {str(ipc)},
-            "arch_distill": {arch_distill}, "arch_eval": {arch_eval}, "protocol": {protocol}, "exp": {str(exp)}}
-
-
 def _cell_values(cell: Cell) -> dict[str, set[str]]:
     return _only_values(cell.method, cell.method_label, cell.dataset, cell.ipc, cell.arch_distill, cell.arch_eval,
                         cell.protocol_name, cell.exp)
@@ -271,13 +247,6 @@ def _cell_values(cell: Cell) -> dict[str, set[str]]:
 
 def _matches(cell: Cell, only: dict[str, set[str]]) -> bool:
     vals = _cell_values(cell)
-    return all(vals[k] & v for k, v in only.items())
-
-
-def row_matches(row: dict, only: dict[str, set[str]]) -> bool:
-    """``--only`` on a stored result row (rows carry the same names as cells)."""
-    vals = _only_values(row.get("method", ""), row.get("method_label", ""), row["dataset"], row["ipc"],
-                        row.get("arch_distill", ""), row.get("arch_eval", ""), row.get("protocol", ""), row["exp"])
     return all(vals[k] & v for k, v in only.items())
 
 

@@ -163,19 +163,23 @@ def pivot(board: pd.DataFrame) -> pd.DataFrame:
     return out.fillna("")
 
 
+def render_frame(view: pd.DataFrame, fmt: str = "md", empty: str = "(no results)") -> str:
+    """The one renderer: a finished view as Markdown, LaTeX or CSV."""
+    if fmt == "csv":
+        return view.to_csv(index=False, float_format="%.4f")
+    if fmt == "md":
+        return view.to_markdown(index=False) if not view.empty else empty
+    if fmt == "latex":
+        return view.to_latex(index=False, escape=True) if not view.empty else "% " + empty.strip("()")
+    raise DbenchError(f"unknown table format {fmt!r}; use md, latex or csv.")
+
+
 def render(board: pd.DataFrame, fmt: str = "md", view_of=None) -> str:
     """md / latex of ``view_of(board)`` (default: the method x IPC :func:`pivot`); csv is the
-    tidy board for the leaderboard (one line per configuration) or the view itself."""
+    tidy board (one line per configuration)."""
     if fmt == "csv":
-        if view_of is None:
-            return board[TIDY_COLUMNS].to_csv(index=False, float_format="%.4f")
-        return view_of(board).to_csv(index=False, float_format="%.4f")
-    view = (view_of or pivot)(board)
-    if fmt == "md":
-        return view.to_markdown(index=False) if not view.empty else "(no results)"
-    if fmt == "latex":
-        return view.to_latex(index=False, escape=True) if not view.empty else "% no results"
-    raise DbenchError(f"unknown table format {fmt!r}; use md, latex or csv.")
+        return render_frame(board[TIDY_COLUMNS], "csv")
+    return render_frame((view_of or pivot)(board), fmt)
 
 
 # ---------------------------------------------------------------- cross-architecture
@@ -208,7 +212,7 @@ def cross_arch_pivot(board: pd.DataFrame) -> pd.DataFrame:
 
 
 def render_cross_arch(board: pd.DataFrame, fmt: str = "md") -> str:
-    return render(board, fmt, cross_arch_pivot) if fmt != "csv" else render(board, "csv")
+    return render(board, fmt, cross_arch_pivot)
 
 
 # ------------------------------------------------------------------ precision pairs
@@ -248,14 +252,7 @@ def precision_pairs(rows: Iterable[dict] | pd.DataFrame) -> pd.DataFrame:
 
 
 def render_precision(rows, fmt: str = "md") -> str:
-    t = precision_pairs(rows)
-    if fmt == "csv":
-        return t.to_csv(index=False)
-    if fmt == "md":
-        return t.to_markdown(index=False) if not t.empty else "(no fp32/bf16 pairs)"
-    if fmt == "latex":
-        return t.to_latex(index=False, escape=True)
-    raise DbenchError(f"unknown table format {fmt!r}; use md, latex or csv.")
+    return render_frame(precision_pairs(rows), fmt, "(no fp32/bf16 pairs)")
 
 
 # ------------------------------------------------------------------------- efficiency
@@ -332,7 +329,7 @@ def efficiency(rows: Iterable[dict] | pd.DataFrame, curves: dict[str, dict]) -> 
 
 def render_efficiency(eff: pd.DataFrame, fmt: str = "md") -> str:
     if fmt == "csv":
-        return eff.to_csv(index=False, float_format="%.4f")
+        return render_frame(eff, "csv")
     v = eff.copy()
     v["acc"] = [_fmt(a, s) + f" (n={n})" for a, s, n in zip(v.acc_mean, v.acc_std, v.n)]
 
@@ -347,12 +344,7 @@ def render_efficiency(eff: pd.DataFrame, fmt: str = "md") -> str:
     v["wall_s_to_baseline"] = [num(a) for a in v.wall_s_to_baseline]
     cols = ["dataset", "ipc", "protocol", "budget", "method", "acc", "iterations", "distill_s", "baseline",
             "baseline_acc", "reaches baseline at", "speedup", "wall_s_to_baseline", "curve_points"]
-    view = v[cols]
-    if fmt == "md":
-        return view.to_markdown(index=False) if not view.empty else "(no distillation results)"
-    if fmt == "latex":
-        return view.to_latex(index=False, escape=True)
-    raise DbenchError(f"unknown table format {fmt!r}; use md, latex or csv.")
+    return render_frame(v[cols], fmt, "(no distillation results)")
 
 
 def plot_efficiency(rows: Iterable[dict] | pd.DataFrame, curves: dict[str, dict], path: Path) -> Path:

@@ -8,7 +8,7 @@ the evaluation protocol instead)::
     method: {name: dm, preset: official, params: {iterations: 100}}
     dataset: digits
     ipc: 1
-    preset: dm
+    protocol: dm
     budget: cpu
     num_eval: 2
     validation_per_class: 20

@@ -168,3 +168,20 @@ def test_eval_pools_expand_in_grids():
     assert [c.arch_eval for c in expand(g)] == [*EVAL_POOLS["idc"], "LeNet"]
     with pytest.raises(Exception, match="pool:dc"):
         expand(g.model_copy(update={"eval_archs": ["pool:dcc"]}))
+
+
+def test_precision_pairs_pair_networks_and_flag_only_real_shifts():
+    from benchmark.tables import precision_pairs
+
+    base = _rows()[0]
+    rows = []
+    for k, (a, b) in enumerate([(60.0, 60.5), (62.0, 62.4), (64.0, 64.6), (61.0, 61.5)]):
+        rows += [dict(base, set_seed=1, model_index=k, precision="fp32", test_acc=a),
+                 dict(base, set_seed=1, model_index=k, precision="bf16", test_acc=b)]
+    t = precision_pairs(rows)
+    r = t.iloc[0]
+    assert r.n_pairs == 4 and r["bf16 - fp32"] == "+0.50" and r.verdict == "within noise"  # 0.5 < fp32 noise 1.5
+    shifted = [dict(x, test_acc=x["test_acc"] + (3.0 if x["precision"] == "bf16" else 0.0)) for x in rows]
+    assert precision_pairs(shifted).iloc[0].verdict == "shift"
+    # an unpaired network (no bf16 twin) is left out, never compared across seeds
+    assert precision_pairs(rows + [dict(base, set_seed=2, model_index=0, precision="fp32", test_acc=10.0)]).iloc[0].n_pairs == 4
