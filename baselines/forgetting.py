@@ -77,6 +77,7 @@ class Forgetting(CoresetSelector):
     display_name = "Forgetting"
     description = "per class, the most-forgotten examples (Toneva forgetting events while training on the full set)"
     version = "1"
+    SMOKE_PARAMS = {"extractor": {"arch": "ConvNetW32", "epochs": 1, "max_steps": 2, "batch_size": 64}}
 
     class Config(ComponentConfig):
         never_learned: Literal["max", "zero"] = "max"

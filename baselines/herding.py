@@ -64,6 +64,7 @@ class Herding(CoresetSelector):
     display_name = "Herding"
     description = "per-class greedy running-mean matching on extractor features (DC/DM argmin rule)"
     version = "1"
+    SMOKE_PARAMS = {"extractor": {"arch": "ConvNetW32", "epochs": 1, "max_steps": 2, "batch_size": 64}}
 
     class Config(ComponentConfig):
         variant: Literal["dc", "nearest_mean", "deepcore_argmax"] = "dc"

@@ -59,6 +59,7 @@ class KCenter(CoresetSelector):
     display_name = "K-Center"
     description = "per-class greedy farthest-first (k-center) on extractor features, first centre nearest the mean"
     version = "1"
+    SMOKE_PARAMS = {"extractor": {"arch": "ConvNetW32", "epochs": 1, "max_steps": 2, "batch_size": 64}}
 
     class Config(ComponentConfig):
         start: Literal["mean", "random"] = "mean"

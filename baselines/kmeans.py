@@ -37,6 +37,7 @@ class KMeansEmb(CoresetSelector):
     display_name = "Kmeans-emb"
     description = "per class, the real example nearest each k-means centroid (k = ipc) of extractor features"
     version = "1"
+    SMOKE_PARAMS = {"extractor": {"arch": "ConvNetW32", "epochs": 1, "max_steps": 2, "batch_size": 64}}
 
     class Config(ComponentConfig):
         init: Literal["kmeans++", "random"] = "kmeans++"

@@ -154,7 +154,10 @@ class _Component(ABC):
         try:
             return cls.Config(**{**base, **(params or {})})
         except Exception as e:  # noqa: BLE001
-            msg = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in getattr(e, "errors", lambda: [])()) or str(e)
+            from .fields import describe_error
+
+            errors = getattr(e, "errors", lambda: [])()
+            msg = "; ".join(describe_error(cls.Config, err) for err in errors) or str(e)
             raise ConfigError(f"method '{cls.key}' params: {msg}") from None
 
 

@@ -14,7 +14,9 @@ Op semantics follow the reference DiffAugment (``ParamDiffAug`` constants): brig
 
 from __future__ import annotations
 
+import difflib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -44,6 +46,22 @@ def parse_strategy(strategy: str) -> list[str]:
     if bad:
         raise ValueError(f"unknown DSA op(s) {bad} in strategy {strategy!r}; known: {', '.join(FAMILIES)}")
     return fams
+
+
+DC_OPS = ("crop", "scale", "rotate", "noise")  # the ops of dc_augment (DC's evaluation augmentation)
+
+
+def strategy_problem(strategy: str, ops: Sequence[str] = FAMILIES) -> str | None:
+    """Why ``strategy`` is not a '_'-joined list of ``ops`` (or 'none'), as one sentence that
+    names the bad op, a close match and the valid ops; ``None`` when it is valid. Config
+    validation uses it, so a typo fails before any compute instead of inside a running cell."""
+    bad = [s for s in strategy.split("_") if s and s != "none" and s not in ops]
+    if not bad:
+        return None
+    close = [m[0] for b in bad if (m := difflib.get_close_matches(b, ops, n=1, cutoff=0.5))]
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return (f"unknown augmentation op{'s' if len(bad) > 1 else ''} {', '.join(map(repr, bad))} in {strategy!r}{hint}; "
+            f"join ops from {', '.join(ops)} with '_' (e.g. {'_'.join(ops)}), or use 'none'")
 
 
 @dataclass

@@ -36,7 +36,7 @@ from .data import RealData, get_info, load_dataset
 from .errors import ConfigError, DbenchError
 from .evaluate import get_protocol
 from .grid import MethodSpec, protocol_alias, read_yaml_mapping, short_hash, validate_file_model
-from .models import canonical_arch
+from .models import arch_identity, canonical_arch
 from .plan import eval_plan, tensor_source
 from .rows import budget_fields, data_fields, method_fields, protocol_fields, run_fields
 from .runtime import select_device
@@ -187,7 +187,7 @@ def run_continual(spec: ContinualSpec, store: ResultStore, tracker, device: str 
             for t, classes in enumerate(blocks):
                 seed = derive_seed(spec.seed, "continual-memory", s, T, t)
                 pid = {"task": "continual", "method": m.name, "version": cls.version, "config": cfg.model_dump(mode="json"),
-                       "data": info.to_dict(), "classes": classes, "ipc": spec.ipc, "arch": arch, "seed": seed,
+                       "data": info.to_dict(), "classes": classes, "ipc": spec.ipc, "arch": arch_identity(arch), "seed": seed,
                        "precision": spec.precision, "budget": {k: getattr(b, k) for k in ("distill_iterations", "selector_epochs")
                                                                if getattr(b, k) is not None}}
                 ph = short_hash(pid)
@@ -204,9 +204,10 @@ def run_continual(spec: ContinualSpec, store: ResultStore, tracker, device: str 
                 xs, ys = zip(*(p.training_tensors() for p in pieces))
                 x, y = torch.cat(xs), torch.cat(ys)
                 plan = eval_plan(proto, b, info, arch, len(y), seed=derive_seed(spec.seed, "continual-eval", s, T, t),
-                                 num_eval=num_eval, device=dev, precision=spec.precision)
+                                 num_eval=num_eval, device=dev, precision=spec.precision,
+                                 factor=pieces[0].decode.factor, ipc=spec.ipc)
                 ch = short_hash({"pieces": piece_hashes, "protocol": plan.protocol.model_dump(exclude_defaults=True),
-                                 "arch": arch, "precision": spec.precision, "eval_seed": spec.seed})
+                                 "arch": arch_identity(arch), "precision": spec.precision, "eval_seed": spec.seed})
                 hashes.add(ch)
                 base = {"task": "continual", "name": spec.name, "cell_hash": ch, "synset_hash": ph, **method,
                         **data_fields(info, arch), "ipc": spec.ipc, **protocol_fields(spec.protocol, plan.protocol),

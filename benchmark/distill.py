@@ -17,18 +17,22 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import PositiveInt
 
 from . import augment as A
-from .api import RunContext
+from .api import ComponentConfig, RunContext
 from .data import RealData
 from .errors import ArtifactError
+from .fields import DsaStrategy, InitParams, init_name
 from .samplers import ClassRandomSampler, make_class_sampler
 from .synset import SyntheticSet
 
@@ -70,7 +74,7 @@ class DistillLoop:
         state = self.ctx.load_checkpoint()
         if not state:
             return 0
-        if state.get("loop/fingerprint", "") != self.fingerprint:
+        if not same_fingerprint(state.get("loop/fingerprint", ""), self.fingerprint):
             raise ArtifactError(f"{self.ctx.checkpoint_path}: checkpoint belongs to a different configuration "
                                 f"({state.get('loop/fingerprint')!r} != {self.fingerprint!r}); delete it to restart.")
         restore(state)
@@ -125,6 +129,50 @@ class DistillLoop:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+_CONFIG_JSON = re.compile(r"^(.*?/)(\{.*\})(/ipc\d+/.*)$", re.DOTALL)
+
+
+def same_fingerprint(a: str, b: str) -> bool:
+    """Checkpoint fingerprints ``<key>/<version>/<config JSON>/ipc<n>/<resolved>`` are equal up
+    to the key order of the config JSON (a config's field order may change when fields move to
+    a shared base class; the values are what matter)."""
+    if a == b:
+        return True
+    ma, mb = _CONFIG_JSON.match(a), _CONFIG_JSON.match(b)
+    if not (ma and mb) or ma.group(1) != mb.group(1) or ma.group(3) != mb.group(3):
+        return False
+    try:
+        return json.loads(ma.group(2)) == json.loads(mb.group(2))
+    except ValueError:
+        return False
+
+
+# ------------------------------------------------------------ DM-style methods
+
+ImageInit = init_name("real", "noise")  # what initial_images builds itself; or any selector key
+
+
+class ImageMatchingConfig(ComponentConfig):
+    """The fields every DM-style method (DM, IDM, DataDAM) shares, with DM's defaults. A
+    method's ``Config`` extends it, re-declares a field only to change its default (the
+    field keeps its place), and adds its own fields after these. Values are only checked
+    (init, init_params, dsa_strategy), never rewritten, so dumped configs and cell hashes
+    are those of the plain types."""
+
+    iterations: PositiveInt | None = None  # None: the method's official per-setting value
+    lr_img: float | None = None  # None: the method's official per-setting value
+    momentum_img: float = 0.5
+    batch_real: PositiveInt = 256
+    init: ImageInit = "real"  # real | noise | random | herding | kcenter | kmeans | forgetting (any selector)
+    init_params: InitParams = {}  # the init selector's config (e.g. its feature extractor)
+    dsa: bool = True
+    dsa_strategy: DsaStrategy | None = None  # None: the dataset's default strategy
+    aug_scope: Literal["class", "iteration"] = "class"
+    eval_every: int = 0  # intermediate evaluation (when the runner provides one)
+    log_every: int = 10  # metrics are synced to the host only every log_every iterations
+    checkpoint_every: int | None = None  # None: the run context's default
 
 
 class ImageMatchingRun:

@@ -15,13 +15,13 @@ class ConfigError(DbenchError):
 
 
 # kind of name -> the `dbench list` command that shows the valid ones ("preset" is the old
-# name of the evaluation protocols; both commands exist)
+# name of the evaluation protocols: `dbench list presets` still works but is deprecated)
 LIST_COMMANDS = {
     "method": "dbench list methods",
     "selector": "dbench list selectors",
     "dataset": "dbench list datasets",
     "arch": "dbench list archs",
-    "preset": "dbench list presets",
+    "preset": "dbench list protocols",
     "protocol": "dbench list protocols",
     "budget": "dbench list budgets",
 }

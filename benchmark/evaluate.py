@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from . import augment as A
 from .data import DatasetInfo, RealData
@@ -49,9 +49,25 @@ class EvalProtocol(BaseModel):
     cutmix_p: float = 0.0
     rule: Literal["none", "dc", "idc"] = "none"  # dataset/arch-dependent adjustments (see resolve)
     extra_epoch: bool = True  # VICO's loop runs epochs 0..E (E+1 passes); IDC's runs E
+    # idc rule: the multi-formation factor assumed when resolve() is not told the set's factor
+    # (None: 2, IDC's). The idc_i profile sets 1 (IDC-I: MNIST keeps CutMix).
+    idc_factor: int | None = None
 
-    def resolve(self, info: DatasetInfo, arch: str) -> EvalProtocol:
-        """Fill in dataset/arch-dependent fields exactly as the reference code does."""
+    @field_validator("dsa_strategy")
+    @classmethod
+    def _dsa_strategy(cls, v: str | None, info: ValidationInfo) -> str | None:
+        """DSA ops, or DC's evaluation ops (crop, scale, rotate, noise) when ``aug`` is 'dc'."""
+        from .fields import check_strategy
+
+        return v if v is None else check_strategy(v, A.DC_OPS if info.data.get("aug") == "dc" else A.FAMILIES)
+
+    def resolve(self, info: DatasetInfo, arch: str, *, factor: int | None = None, ipc: int | None = None) -> EvalProtocol:
+        """Fill in dataset/arch-dependent fields exactly as the reference code does.
+
+        ``factor`` / ``ipc`` describe the set being scored, for the ``idc`` rule's per-setting
+        branches (IDC misc/reproduce.py and test.py): the factor is ``factor``, else
+        ``idc_factor``, else 2; without ``ipc`` the ipc-dependent branches (SVHN IDC-I at ipc 1,
+        DenseNet's 400 epochs at ipc >= 50) are not applied."""
         upd: dict = {}
         if self.rule == "dc":
             # DC: no augmentation (300 epochs), except MNIST (crop/scale/rotate) and BN
@@ -63,22 +79,27 @@ class EvalProtocol(BaseModel):
             else:
                 upd = {"aug": "none", "epochs": 300}
         elif self.rule == "idc":
+            f = factor if factor is not None else (self.idc_factor if self.idc_factor is not None else 2)
             strat = self.dsa_strategy or "color_crop_cutout_flip_scale_rotate"
-            cutmix = self.cutmix_p
-            if info.name == "mnist":  # IDC on MNIST (factor 2): no CutMix anywhere, color_crop_scale_rotate
+            cutmix, epochs = self.cutmix_p, self.epochs
+            if info.name == "mnist" and f > 1:  # MNIST, factor > 1: no CutMix anywhere, color_crop_scale_rotate
                 cutmix, strat = 0.0, "color_crop_scale_rotate"
+            elif info.name == "svhn" and f == 1 and ipc == 1:  # SVHN IDC-I ipc 1: no CutMix, cutout kept
+                cutmix, strat = 0.0, "color_crop_cutout_scale_rotate"
             ops = A.parse_strategy(strat)
             if cutmix > 0:
                 ops = [o for o in ops if o != "cutout"]
             if info.is_digits:
                 ops = [o for o in ops if o != "flip"]
-            upd = {"dsa_strategy": "_".join(ops), "cutmix_p": cutmix}
+            if canonical_arch(arch) == "DenseNet121_cifar_k12" and ipc is not None and ipc >= 50 and f > 1:
+                epochs = 400  # test.py: DenseNet trains 400 epochs at ipc >= 50 with factor > 1
+            upd = {"dsa_strategy": "_".join(ops), "cutmix_p": cutmix, "epochs": epochs}
         if self.aug in ("dsa", "idc_dsa") and self.dsa_strategy is None and "dsa_strategy" not in upd:
             upd["dsa_strategy"] = info.dsa_strategy
         return self.model_copy(update={**upd, "rule": "none"}) if upd or self.rule != "none" else self
 
 
-PROFILES: Registry[EvalProtocol] = Registry("preset")
+PROFILES: Registry[EvalProtocol] = Registry("protocol")
 
 
 def register_profile(p: EvalProtocol) -> EvalProtocol:
@@ -113,6 +134,15 @@ register_profile(EvalProtocol(
     description="IDC/DREAM: 1000 epochs, bs 64, IDC DSA composition (no cutout, no flip on digits) + CutMix p .5 "
                 "(MNIST: no CutMix, color_crop_scale_rotate), MultiStep [2/3,5/6] x0.2",
     provenance="snu-mllab/Efficient-Dataset-Condensation@ceac95a train.py, argument.py (@086273c epoch rule)"))
+# The idc profile's description is part of existing cell hashes: left as it was. Its rule is
+# factor-dependent (resolve): MNIST drops CutMix only for factor > 1; SVHN IDC-I at ipc 1 drops
+# CutMix and keeps cutout; DenseNet trains 400 epochs at ipc >= 50 with factor > 1.
+register_profile(EvalProtocol(
+    name="idc_i", rule="idc", aug="idc_dsa", epochs=1000, batch_size=64, schedule="multistep", extra_epoch=False,
+    milestones=(2 / 3, 5 / 6), gamma=0.2, cutmix_p=0.5, idc_factor=1,
+    description="IDC-I (factor 1): the idc protocol for sets without multi-formation (MNIST keeps CutMix; SVHN at "
+                "ipc 1: no CutMix, color_crop_cutout_scale_rotate)",
+    provenance="snu-mllab/Efficient-Dataset-Condensation@ceac95a misc/reproduce.py, argument.py, train.py"))
 
 
 # --------------------------------------------------------------------------- training

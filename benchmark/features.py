@@ -52,7 +52,8 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from . import augment as A
 from .data import RealData
 from .errors import ArtifactError, ConfigError
-from .models import canonical_arch, create_model
+from .fields import canonical_arch_name
+from .models import create_model
 from .progress import NullProgress, Progress
 from .seed import derive_seed, make_generator
 
@@ -77,7 +78,7 @@ class ExtractorSpec(BaseModel):
     @field_validator("arch")
     @classmethod
     def _arch(cls, v: str) -> str:
-        return canonical_arch(v)
+        return canonical_arch_name(v)  # an unknown name is a one-line validation error naming the field
 
     @field_validator("layer")
     @classmethod

@@ -19,7 +19,7 @@ from .data import get_info
 from .errors import ConfigError, DbenchError, deprecated
 from .only import ONLY_KEYS, _only_values, parse_only, row_matches  # noqa: F401 - re-exported
 from .evaluate import EvalProtocol, protocol_with
-from .models import canonical_arch, expand_archs
+from .models import arch_identity, canonical_arch, expand_archs
 from .seed import derive_seed
 
 
@@ -148,7 +148,8 @@ class Cell(BaseModel):
     def synset_identity(self) -> dict[str, Any]:
         return {
             "method": self.method, "method_version": self.method_version, "method_config": self.method_config,
-            "dataset": self.dataset, "data": get_info(self.dataset).to_dict(), "ipc": self.ipc, "arch": self.arch_distill,
+            "dataset": self.dataset, "data": get_info(self.dataset).to_dict(), "ipc": self.ipc,
+            "arch": arch_identity(self.arch_distill),
             "seed": self.seed, "precision": self.precision,
             "budget": {k: getattr(self.budget, k) for k in ("distill_iterations", "selector_epochs")
                        if getattr(self.budget, k) is not None},
@@ -162,7 +163,7 @@ class Cell(BaseModel):
         # exclude_defaults: a new protocol/budget knob whose default keeps the old behaviour
         # leaves existing hashes (and so finished results) valid.
         return {"synset": self.synset_hash, "protocol": self.protocol.model_dump(exclude_defaults=True),
-                "arch_eval": self.arch_eval, "precision": self.precision,
+                "arch_eval": arch_identity(self.arch_eval), "precision": self.precision,
                 "budget": self.budget.model_dump(exclude={"description"}, exclude_defaults=True)}
 
     @property

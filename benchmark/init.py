@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .api import CoresetSelector, RunContext, check_selection, class_balanced_ipc_check, get_method
+from .api import CoresetSelector, RunContext, get_method
 from .data import RealData
 from .errors import ConfigError
 
@@ -58,11 +58,9 @@ def init_synset(kind: str, real: RealData, ipc: int, ctx: RunContext, *, preset:
         raise ConfigError(f"unknown init {kind!r}; use one of {', '.join(INIT_KINDS)} or a selector key") from None
     if not issubclass(cls, CoresetSelector):
         raise ConfigError(f"init {kind!r}: '{key}' is not a coreset selector")
-    class_balanced_ipc_check(real, ipc)
-    cfg = cls.resolve_config(preset, params)
-    sel = cls(cfg, ctx).select(real, ipc)
-    check_selection(sel, real, ipc, f"init '{kind}'")
-    idx = sel.indices.long()
+    from .build import select_indices
+
+    idx = select_indices(cls, cls.resolve_config(preset, params), real, ipc, ctx, f"init '{kind}'")
     # class-major order, keeping the selector's order within each class
     order = torch.argsort(real.labels[idx], stable=True)
     idx = idx[order]

@@ -9,7 +9,11 @@ Every model exposes one feature surface:
 Names follow the reference ``get_network`` (``ConvNet``, ``ConvNetD4``, ``ConvNetBN``,
 ``AlexNetBN``, ``ResNet18BN_AP`` …); lookups are case-insensitive and ``timm:<name>``
 passes through to timm when it is installed. Parameters are initialised from an explicit
-``torch.Generator`` (:func:`init_parameters`), never from the global RNG.
+``torch.Generator`` (:func:`init_parameters`), never from the global RNG, with the init scheme
+of each architecture's reference code (:attr:`ArchSpec.init`): PyTorch's defaults for the
+VICO-UoE networks (ConvNet, MLP, LeNet, AlexNet, VGG, ResNet-18 variants: no custom init) and
+kuangliu's ``densenet_cifar``; Kaiming-normal (fan-out, ReLU) convolutions for IDC's ResNet-10
+(snu-mllab/Efficient-Dataset-Condensation@ceac95a ``models/resnet.py``).
 """
 
 from __future__ import annotations
@@ -287,19 +291,39 @@ class TimmNet(FeatureNet):
 # --------------------------------------------------------------------------- registry
 
 
+INIT_SCHEMES = ("torch_default", "kaiming_fan_out")
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     name: str
     display_name: str
     description: str
     build: Callable[[int, int, tuple[int, int]], nn.Module]  # (channels, num_classes, im_size)
+    # the reference code's init: "torch_default" (no custom init in VICO-UoE networks.py or
+    # kuangliu densenet) or "kaiming_fan_out" (IDC models/resnet.py: conv ~ N(0, 2 / (k*k*out)))
+    init: str = "torch_default"
+    # bumped when a change alters the numbers a network gives (its init, its layers): part of
+    # every cell/set identity from version 2 on, so finished cells of the old net are not reused
+    version: int = 1
 
 
 ARCHS: dict[str, ArchSpec] = {}
 
 
-def _reg(name: str, display: str, desc: str, build):
-    ARCHS[name] = ArchSpec(name, display, desc, build)
+def _reg(name: str, display: str, desc: str, build, init: str = "torch_default", version: int = 1):
+    if init not in INIT_SCHEMES:
+        raise ValueError(f"unknown init scheme {init!r}")
+    ARCHS[name] = ArchSpec(name, display, desc, build, init, version)
+
+
+def arch_identity(name: str) -> str:
+    """What a cell hash records of an architecture: its name, plus ``@v<k>`` once its numbers
+    changed (version 1 hashes as the bare name, so older cells keep their hashes)."""
+    if name.startswith("timm:"):
+        return name
+    v = ARCHS[canonical_arch(name)].version
+    return name if v == 1 else f"{name}@v{v}"
 
 
 def _convnet(**kw):
@@ -333,7 +357,9 @@ _reg("ResNet18BN_AP", "ResNet-18-BN-AP", "ResNet-18-BN with avg-pool downsamplin
 _reg("ResNet18_AP", "ResNet-18-AP", "ResNet-18 (instancenorm) with avg-pool downsampling (MTT/IDM eval pool)",
      lambda ch, k, hw: ResNet(ch, k, hw, ap=True))
 _reg("ResNet10BN", "ResNet-10-BN", "IDC/DREAM ResNet-10: 32-channel stem, widths 32/64/128/256, one BasicBlock per "
-     "stage, BatchNorm", lambda ch, k, hw: ResNet(ch, k, hw, (1, 1, 1, 1), "batchnorm", widths=(32, 64, 128, 256)))
+     "stage, BatchNorm, Kaiming-normal (fan-out) convs as IDC's models/resnet.py",
+     lambda ch, k, hw: ResNet(ch, k, hw, (1, 1, 1, 1), "batchnorm", widths=(32, 64, 128, 256)), init="kaiming_fan_out",
+     version=2)  # v2: IDC's init (v1 had PyTorch's default)
 _reg("DenseNet121_cifar_k12", "DenseNet-121 (CIFAR, k=12)", "IDC/DREAM 'DenseNet-121': kuangliu densenet_cifar, "
      "growth 12, blocks 6/12/24/16, BatchNorm", lambda ch, k, hw: DenseNetCifar(ch, k, hw))
 
@@ -392,23 +418,42 @@ def create_model(name: str, info: DatasetInfo, generator: torch.Generator | None
                 torch.manual_seed(seed)
             return TimmNet(key[5:], info.channels, info.num_classes)
     else:
-        model = ARCHS[key].build(info.channels, info.num_classes, tuple(info.im_size))
-    if generator is not None:
-        init_parameters(model, generator)
+        spec = ARCHS[key]
+        if generator is not None:
+            # the constructors' default init draws from the global RNG; it is overwritten below, so
+            # build inside a fork and leave the global state untouched
+            with torch.random.fork_rng(devices=[]):
+                model = spec.build(info.channels, info.num_classes, tuple(info.im_size))
+            init_parameters(model, generator, spec.init)
+        else:
+            model = spec.build(info.channels, info.num_classes, tuple(info.im_size))
+            if spec.init != "torch_default":  # no generator: the reference scheme, from the global RNG as its code does
+                init_parameters(model, None, spec.init)
     return model
 
 
 @torch.no_grad()
-def init_parameters(model: nn.Module, generator: torch.Generator) -> nn.Module:
-    """Re-draw every conv/linear parameter with PyTorch's default distribution
-    (kaiming-uniform a=sqrt(5), i.e. U(+-1/sqrt(fan_in)) for weights and biases) from an
-    explicit generator; norm layers get weight 1, bias 0. Same distribution as torch's
-    defaults, without touching the global RNG."""
+def init_parameters(model: nn.Module, generator: torch.Generator | None, scheme: str = "torch_default") -> nn.Module:
+    """Re-draw every conv/linear parameter from ``generator`` (never the global RNG when a
+    generator is given); norm layers get weight 1, bias 0 (what both schemes' references do).
+
+    * ``torch_default``: PyTorch's default distribution (kaiming-uniform a=sqrt(5), i.e.
+      U(+-1/sqrt(fan_in)) for weights and biases), as the VICO-UoE networks and kuangliu's
+      DenseNet leave it.
+    * ``kaiming_fan_out``: conv weights ~ N(0, sqrt(2 / (kh * kw * out_channels))) (IDC
+      ``models/resnet.py``: ``normal_(0, sqrt(2 / n))``, n = k*k*out, i.e. Kaiming-normal,
+      fan-out, ReLU gain); conv biases and linear layers keep the default."""
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"unknown init scheme {scheme!r}; use one of {', '.join(INIT_SCHEMES)}")
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             fan_in = m.weight[0].numel()
             bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-            m.weight.copy_(torch.rand(m.weight.shape, generator=generator).mul_(2 * bound).sub_(bound))
+            if scheme == "kaiming_fan_out" and isinstance(m, nn.Conv2d):
+                fan_out = m.weight.shape[0] * m.weight[0, 0].numel()
+                m.weight.copy_(torch.randn(m.weight.shape, generator=generator).mul_(math.sqrt(2.0 / fan_out)))
+            else:
+                m.weight.copy_(torch.rand(m.weight.shape, generator=generator).mul_(2 * bound).sub_(bound))
             if m.bias is not None:
                 m.bias.copy_(torch.rand(m.bias.shape, generator=generator).mul_(2 * bound).sub_(bound))
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)):

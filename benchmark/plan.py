@@ -33,11 +33,13 @@ class EvalPlan:
 
 def eval_plan(protocol: EvalProtocol, budget: Budget, info: DatasetInfo, arch: str, n_train: int, *,
               seed: int, num_eval: int, device: torch.device, precision: str = "fp32", channels_last: bool = False,
-              compile: bool = False, whole_dataset: bool = False) -> EvalPlan:
+              compile: bool = False, whole_dataset: bool = False, factor: int | None = None,
+              ipc: int | None = None) -> EvalPlan:
     """``whole_dataset``: the upper-bound row (the budget's full-data epochs and step cap
-    instead of the protocol's synthetic-set schedule)."""
+    instead of the protocol's synthetic-set schedule). ``factor`` / ``ipc`` describe the set
+    (IDC's evaluation rule depends on its multi-formation factor and IPC)."""
     arch = canonical_arch(arch)
-    p = protocol.resolve(info, arch)
+    p = protocol.resolve(info, arch, factor=factor, ipc=ipc)
     if whole_dataset:
         p = p.model_copy(update={"epochs": budget.full_epochs_for(n_train, p.batch_size)})
         max_steps = budget.full_max_steps

@@ -16,7 +16,7 @@ and editing a preset later never relabels an old result:
   ``protocol_config`` (resolved for the dataset and architecture, epochs after the budget: the
   DSA strategy that ran, never ``None``), ``budget`` (name) and ``budget_config``;
 * the run: seeds, image counts, ``precision`` as it ran (fp16 on the CPU runs as bf16), versions
-  (dbench, torch, python), ``git_commit``, ``hardware``, ``device``.
+  (dbench, torch, python), ``git_commit``, ``hardware``, ``device``, CPU ``threads``.
 
 Continual-learning, tuning and NAS rows come from :func:`method_fields` / :func:`run_fields`
 plus their own fields. Rows written before this schema are read through :func:`upgrade`.
@@ -132,7 +132,7 @@ def run_fields(device, precision: str) -> dict[str, Any]:
             **({"precision_requested": precision} if ran != precision else {}),
             "dbench_version": __version__, "torch_version": torch.__version__,
             "python_version": platform.python_version(), "git_commit": git_commit(), "hardware": hardware(),
-            "device": str(device)}
+            "device": str(device), "threads": torch.get_num_threads()}
 
 
 def cell_base_row(cell, info, resolved_protocol, device, *, n_train: int, n_stored: int) -> dict[str, Any]:

@@ -63,7 +63,7 @@ def intermediate_evaluator(cell: Cell, test, device: torch.device):
     def probe(s: SyntheticSet, it: int) -> dict[str, float]:
         x, y = s.training_tensors()
         plan = eval_plan(cell.protocol, cell.budget, info, cell.arch_eval, len(y), seed=derive_seed(cell.seed, "curve", it),
-                         num_eval=1, device=device, precision=cell.precision)
+                         num_eval=1, device=device, precision=cell.precision, factor=s.decode.factor, ipc=cell.ipc)
         r = plan.run(tensor_source(x, y, device), info, test)
         return {"test_acc": r[0].test_acc}
 
@@ -178,7 +178,9 @@ def run_cell(cell: Cell, store: ResultStore, tracker, opts: RunOptions, progress
         plan = eval_plan(cell.protocol, cell.budget, info, cell.arch_eval, n_train, seed=cell.seed,
                          num_eval=cell.num_eval, device=device, precision=cell.precision,
                          channels_last=cell.channels_last, compile=cell.compile,
-                         whole_dataset=cell.method_kind == "reference")
+                         whole_dataset=cell.method_kind == "reference",
+                         factor=synset.decode.factor if synset is not None else None,
+                         ipc=cell.ipc if synset is not None else None)
         base_row = {**cell_base_row(cell, info, plan.protocol, device, n_train=n_train, n_stored=n_stored),
                     "split": split, **(extra or {})}
         tracker.log_params(mlflow_params(cell, base_row))

@@ -22,9 +22,12 @@ about to be matched (a no-op except for the representative sampler), and
 
 Provenance: VICO-UoE/DatasetCondensation@53f63a6 ``main_DM.py`` (get_images);
 uitrbn/IDM@fe23bbc ``IDM_cifar10.py`` (all-class variant); snu-mllab/Efficient-Dataset-
-Condensation@ceac95a ``data.py`` (ClassBatchSampler, ClassDataLoader); lyq312318224/DREAM@9032bd0
-``condense.py``, ``query_strategies`` (k-means selection). Every draw goes through an
-explicit ``torch.Generator``.
+Condensation@ceac95a ``data.py`` (ClassBatchSampler, ClassDataLoader); lyq312318224/DREAM@595e3c1
+``new_strategy.py`` (``query``: the image nearest each centroid; ``query_match``: ``subsample``
+nearest per centroid, DREAM+) and ``condense.py`` / ``condense_improve.py`` (re-clustering every
+``interval`` steps). DREAM's first release (@9032bd0) had the same ``query`` in
+``query_strategies/kmeans_sampling.py``; ``subsample`` / ``query_match`` exist only from the
+DREAM+ commit b133b77 on. Every draw goes through an explicit ``torch.Generator``.
 """
 
 from __future__ import annotations
@@ -135,7 +138,7 @@ class ClassCyclicSampler:
 
 
 class RepresentativeConfig(BaseModel):
-    """DREAM's representative matching. Defaults are DREAM's (lyq312318224/DREAM@9032bd0
+    """DREAM's representative matching. Defaults are DREAM's (lyq312318224/DREAM@595e3c1
     ``argument.py``: batch_real 128 clusters, subsample 1, interval 10, fast_pytorch_kmeans
     with random init and at most 100 iterations, on raw [0, 1] images)."""
 
@@ -158,9 +161,23 @@ class RepresentativeSampler:
     is cached); between refreshes the cached batch is returned. ``refresh_s`` accumulates
     the clustering wall time (embedding + k-means) for cost reports."""
 
+    PICKS = ("distinct", "topk")
+
     def __init__(self, real: RealData, cfg: RepresentativeConfig, n_default: int, generator: torch.Generator,
-                 device: torch.device | str = "cpu", precision: str = "fp32"):
+                 device: torch.device | str = "cpu", precision: str = "fp32", pick: str = "distinct"):
+        """``pick``: how each centroid's image(s) are chosen. ``distinct`` (dbench): the nearest
+        image not taken by an earlier centroid (``per_cluster`` 1), or the ``per_cluster``
+        nearest members of the centroid's own cluster; never a duplicate. ``topk`` (the official
+        ``new_strategy.py``: ``query`` argmin, ``query_match`` topk): the ``per_cluster``
+        nearest images among *all* images of the class, duplicates across centroids allowed.
+        Not part of :class:`RepresentativeConfig` so that configs embedding it keep their hashes;
+        methods pass it from their own config (IDC/DREAM: ``representative_pick``)."""
+        if pick not in self.PICKS:
+            from .errors import ConfigError
+
+            raise ConfigError(f"representative sampler: unknown pick {pick!r}; use one of {', '.join(self.PICKS)}")
         self.real, self.cfg, self.g, self.device, self.precision = real, cfg, generator, device, precision
+        self.pick = pick
         self.n = int(cfg.n or n_default)
         if self.n < cfg.per_cluster or self.n % cfg.per_cluster:
             from .errors import ConfigError
@@ -199,6 +216,10 @@ class RepresentativeSampler:
         n_c = feats.shape[0]
         k = min(self.k, n_c)
         res = kmeans(feats, k, generator=self.g, init=self.cfg.kmeans_init, max_iter=self.cfg.max_iter)
+        if self.pick == "topk":  # official: per centroid, the per_cluster nearest over the whole class
+            m = min(self.cfg.per_cluster, n_c)
+            d = torch.cdist(feats, res.centers)  # [n_c, k]
+            return torch.argsort(d.T, dim=1, stable=True)[:, :m].reshape(-1).cpu()
         if self.cfg.per_cluster == 1:
             return nearest_distinct(feats, res.centers).cpu()
         d = torch.cdist(feats, res.centers)  # [n_c, k]
@@ -260,14 +281,14 @@ class RepresentativeSampler:
 
 
 def make_class_sampler(kind: str, real: RealData, generator: torch.Generator, device, *, batch: int,
-                       rep: RepresentativeConfig | None = None, precision: str = "fp32"):
+                       rep: RepresentativeConfig | None = None, precision: str = "fp32", pick: str = "distinct"):
     """``random`` (DC-style, fresh permutation per draw), ``cyclic`` (IDC-style) or
     ``representative`` (DREAM); one switch point for every method's ``sampler`` field."""
     makers = {
         "random": lambda: ClassRandomSampler(real, generator, device),
         "cyclic": lambda: ClassCyclicSampler(real, batch, generator, device),
         "representative": lambda: RepresentativeSampler(real, rep or RepresentativeConfig(), batch, generator, device,
-                                                        precision),
+                                                        precision, pick),
     }
     if kind not in makers:
         from .errors import ConfigError

@@ -13,7 +13,7 @@ Two presets, because the official code and the paper disagree (spec Sec. 2.8):
 * ``official`` - DataDistillation/DataDAM@0f6ea09 ``main_DataDAM.py``: the repo's 'ConvNet'
   is ConvNet-BN, attention power 1, 64 real images per class, 20000 iterations. Its
   evaluation protocol is the registered ``datadam`` profile (1800 epochs, batch 64, eval
-  on ConvNetBN); a grid that wants it sets ``preset: datadam`` / ``eval_archs: [ConvNetBN]``.
+  on ConvNetBN); a grid that wants it sets ``protocol: datadam`` / ``eval_archs: [ConvNetBN]``.
 * ``paper`` - DataDAM supp. Table 2: InstanceNorm ConvNet, p = 4, 256 real images per
   class, 8000 iterations. Deviation: no ZCA (the paper whitens CIFAR with kornia ZCA; the
   shared data layer does not hand whitened data to methods yet).
@@ -24,10 +24,12 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from pydantic import PositiveInt
 
-from benchmark.api import ComponentConfig, DistillMethod, register_method
+from benchmark.api import DistillMethod, register_method
 from benchmark.data import RealData
-from benchmark.distill import ImageMatchingRun, SiameseAug, activations, freeze
+from benchmark.distill import ImageMatchingConfig, ImageMatchingRun, SiameseAug, activations, freeze
+from benchmark.fields import ArchName
 from benchmark.losses import attention_match, mean_embedding_mmd
 from benchmark.runtime import autocast, channels_last
 from benchmark.samplers import ClassRandomSampler
@@ -42,25 +44,19 @@ class DataDAM(DistillMethod):
     display_name = "DataDAM"
     description = "Attention matching: per-class spatial-attention + final-embedding MMD under random frozen nets"
     version = "1"
+    SMOKE_PARAMS = {"batch_real": 16}
 
-    class Config(ComponentConfig):
-        iterations: int = 20000
-        lr_img: float | None = None  # None: 1 for ipc <= 50, 10 above
-        momentum_img: float = 0.5
-        batch_real: int = 64
-        arch: str | None = "ConvNetBN"  # None: the grid's distillation arch
+    class Config(ImageMatchingConfig):
+        # shared fields (ImageMatchingConfig): lr_img None (1 for ipc <= 50, 10 above), eval_every 0
+        # (reference: 2000); DataDAM defaults where they differ from DM's:
+        iterations: PositiveInt = 20000
+        batch_real: PositiveInt = 64
+        # DataDAM's own fields
+        arch: ArchName | None = "ConvNetBN"  # None: the grid's distillation arch
         power: float = 1.0
         attention_norm: Literal["l2", "l1", "none"] = "l2"
         attention_weight: float = 100.0
         task_balance: float = 0.01
-        init: str = "real"  # real | noise | random | herding | kcenter | kmeans | forgetting (any selector)
-        init_params: dict = {}  # the init selector's config (e.g. its feature extractor)
-        dsa: bool = True
-        dsa_strategy: str | None = None
-        aug_scope: Literal["class", "iteration"] = "class"
-        eval_every: int = 0  # reference: 2000
-        log_every: int = 10  # metrics are synced to the host only every log_every iterations
-        checkpoint_every: int | None = None
 
     PRESETS = {
         "official": {"provenance": f"{_REPO} main_DataDAM.py + utils.py (ConvNet=ConvNet-BN, get_attention p=1 l2, "

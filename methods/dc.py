@@ -39,12 +39,14 @@ from benchmark.api import ComponentConfig, DistillMethod, register_method
 from benchmark.data import RealData
 from benchmark.distill import (
     DistillLoop,
+    ImageInit,
     SiameseAug,
     images_state,
     initial_images,
     restore_images_state,
 )
 from benchmark.errors import ConfigError
+from benchmark.fields import DsaStrategy, InitParams
 from benchmark.gradmatch import (
     freeze_bn_stats,
     has_batchnorm,
@@ -60,6 +62,25 @@ _VICO = "VICO-UoE/DatasetCondensation@53f63a6"
 # get_loops(ipc) -> (outer_loop, inner_loop) (VICO utils.py); ipc > 50: the author's advice
 # in VICO-UoE/DatasetCondensation#2 is the better of (50, 10) and (20, 25).
 LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
+
+
+def preset_provenance(cls, cfg) -> str:
+    """The provenance of the preset whose config equals ``cfg`` (the preset that ran; the first
+    such, ``official`` before the others), or, when params changed it, the closest preset's
+    provenance followed by the fields that differ from it."""
+    presets = {name: cls.Config(**{k: v for k, v in p.items() if k != "provenance"})
+               for name, p in cls.PRESETS.items()}
+    best, best_diff = None, None
+    for name, pcfg in presets.items():
+        diff = {f: getattr(cfg, f) for f in cls.Config.model_fields if getattr(cfg, f) != getattr(pcfg, f)}
+        if not diff:
+            return cls.PRESETS[name].get("provenance", "")
+        if best_diff is None or len(diff) < len(best_diff):
+            best, best_diff = name, diff
+    if best is None:
+        return ""
+    changed = ", ".join(f"{f}={v!r}" for f, v in sorted(best_diff.items()))
+    return f"{cls.PRESETS[best].get('provenance', '')}; params changed from preset '{best}': {changed}"
 
 
 def get_loops(ipc: int) -> tuple[int, int]:
@@ -78,10 +99,10 @@ class GradMatchConfig(ComponentConfig):
     batch_real: int = 256
     batch_train: int = 256
     metric: Literal["ours", "mse", "cos"] = "ours"
-    init: str = "noise"  # noise | real | random | herding | kcenter | kmeans | forgetting (any selector)
-    init_params: dict = {}
+    init: ImageInit = "noise"  # noise | real | random | herding | kcenter | kmeans | forgetting (any selector)
+    init_params: InitParams = {}
     dsa: bool = False
-    dsa_strategy: str | None = None  # None: the dataset's default strategy
+    dsa_strategy: DsaStrategy | None = None  # None: the dataset's default strategy
     aug_scope: Literal["class", "iteration"] = "class"
     sampler: Literal["random", "representative"] = "random"
     representative: RepresentativeConfig = RepresentativeConfig()
@@ -166,7 +187,7 @@ class _GradientMatching(DistillMethod):
         finally:
             loop.close()
         meta = {"resolved": r, "iterations": r["iterations"], "wall_s": loop.wall_s, "resumed_from": loop.resumed_from,
-                "provenance": self.PRESETS.get("official", {}).get("provenance", "")}
+                "provenance": preset_provenance(type(self), cfg)}
         return SyntheticSet(syn.detach().cpu(), labels, info.name, info.mean, info.std, meta=meta)
 
 
@@ -176,14 +197,16 @@ class DC(_GradientMatching):
     display_name = "DC"
     description = "Dataset Condensation: bilevel per-class gradient matching (per-row cosine), fresh net per iteration"
     version = "1"
+    SMOKE_PARAMS = {"loops": (2, 1), "batch_real": 8}  # get_loops has no row for ipc 2
 
     PRESETS = {
         "official": {"provenance": f"{_VICO} main.py --method DC defaults (Iteration 1000, lr_img 0.1, momentum 0.5, "
                                    "lr_net 0.01, batch_real 256, get_loops, dis_metric ours, init noise)"},
         "real_init": {"init": "real", "provenance": "deviation: real init (DC's default is noise)"},
         "representative": {"sampler": "representative",
-                           "provenance": "DREAM ablation: DC with representative (k-means) real batches "
-                                         "(DREAM supp. Sec. 2; DREAM+ Table 3)"},
+                           "provenance": "no official code (neither VICO-UoE nor lyq312318224/DREAM has a DC "
+                                         "variant): dbench's DC with DREAM's representative (k-means) real batches, "
+                                         "the ablation reported in DREAM supp. Sec. 2 and DREAM+ Table 3"},
     }
 
 
@@ -193,9 +216,10 @@ class DSA(_GradientMatching):
     display_name = "DSA"
     description = "DC + Differentiable Siamese Augmentation (same DSA parameters on real and synthetic batches)"
     version = "1"
+    SMOKE_PARAMS = {"loops": (2, 1), "batch_real": 8}
 
     class Config(GradMatchConfig):
-        init: str = "real"
+        init: ImageInit = "real"
         dsa: bool = True
 
     PRESETS = {
@@ -203,6 +227,7 @@ class DSA(_GradientMatching):
                                    "color_crop_cutout_flip_scale_rotate (no flip for MNIST/SVHN); Iteration 1000, "
                                    "lr_img 0.1, momentum 0.5, get_loops"},
         "representative": {"sampler": "representative",
-                           "provenance": "DREAM ablation: DSA with representative (k-means) real batches "
-                                         "(DREAM supp. Sec. 2; DREAM+ Table 3)"},
+                           "provenance": "no official code (neither VICO-UoE nor lyq312318224/DREAM has a DSA "
+                                         "variant): dbench's DSA with DREAM's representative (k-means) real batches, "
+                                         "the ablation reported in DREAM supp. Sec. 2 and DREAM+ Table 3"},
     }

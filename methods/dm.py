@@ -26,9 +26,9 @@ from typing import Literal
 
 import torch
 
-from benchmark.api import ComponentConfig, DistillMethod, register_method
+from benchmark.api import DistillMethod, register_method
 from benchmark.data import RealData
-from benchmark.distill import ImageMatchingRun, SiameseAug, freeze
+from benchmark.distill import ImageMatchingConfig, ImageMatchingRun, SiameseAug, freeze
 from benchmark.losses import mean_embedding_mmd
 from benchmark.runtime import autocast, channels_last, compiled_embed
 from benchmark.samplers import ClassRandomSampler, RepresentativeConfig
@@ -61,21 +61,14 @@ class DM(DistillMethod):
     display_name = "DM"
     description = "Distribution Matching: per-class mean-embedding MMD under random frozen ConvNets, Siamese DSA"
     version = "1"
+    SMOKE_PARAMS = {"batch_real": 16}
 
-    class Config(ComponentConfig):
-        iterations: int | None = None  # None: 20000 (10000 for TinyImageNet/ImageNet)
-        lr_img: float | None = None  # None: 1 for ipc <= 50, 10 above (README)
-        momentum_img: float = 0.5
-        batch_real: int = 256
-        init: str = "real"  # real | noise | random | herding | kcenter | kmeans | forgetting (any selector)
-        init_params: dict = {}  # the init selector's config (e.g. its feature extractor)
-        dsa: bool = True
-        dsa_strategy: str | None = None  # None: the dataset's default strategy
-        aug_scope: Literal["class", "iteration"] = "class"
+    class Config(ImageMatchingConfig):
+        # shared fields (ImageMatchingConfig, DM's defaults): iterations None (20000; 10000 for
+        # TinyImageNet/ImageNet), lr_img None (1 for ipc <= 50, 10 above: README), momentum_img 0.5,
+        # batch_real 256, init real, init_params, dsa, dsa_strategy, aug_scope, eval_every 0
+        # (reference: 2000), log_every 10, checkpoint_every
         forward: Literal["batched", "per_class", "compiled"] = "batched"
-        eval_every: int = 0  # intermediate evaluation (when the runner provides one); reference: 2000
-        log_every: int = 10  # metrics are synced to the host only every log_every iterations
-        checkpoint_every: int | None = None  # None: the run context's default
         sampler: Literal["random", "representative"] = "random"  # representative: DREAM's k-means batches
         representative: RepresentativeConfig = RepresentativeConfig()
 
@@ -85,7 +78,8 @@ class DM(DistillMethod):
                                    "DM paper Sec. 3.1"},
         "representative": {"sampler": "representative",
                            "provenance": "DREAM ablation: DM with representative (k-means) real batches "
-                                         "(DREAM supp. Sec. 3; DREAM+ Sec. 4.4: >40x fewer iterations claimed)"},
+                                         "(DREAM supp. Sec. 3; DREAM+ Sec. 4.4: >40x fewer iterations claimed); "
+                                         "no official code: dbench's own combination of DM and DREAM's sampler"},
         "iteration_siamese": {"aug_scope": "iteration",
                               "provenance": "deviation: one DSA draw per iteration shared by all classes (the stated "
                                             "Siamese intent) instead of the reference's per-class seeds"},

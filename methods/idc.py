@@ -22,8 +22,14 @@ Per outer iteration (``iterations``; snu-mllab/Efficient-Dataset-Condensation@ce
 The synthetic set lives in pixel space [0, 1] (``space='pixel'``), decoded with
 ``Decode(factor, 'idc')`` for training and evaluation. ``lr_img=None`` resolves to IDC's
 automatic rescaling ``base x (ipc / 10) x (size / base_size)^2`` (the ``--lr_img`` flag is
-*not* the rate used: spec pitfall). The resolved values and their provenance are stored in
-the set's metadata.
+*not* the rate used: spec pitfall); base_size is 28 for MNIST only (Fashion-MNIST: 32, as
+``tune_lr_img``). The resolved values and their provenance are stored in the set's metadata.
+
+Named deviations from the official code (docs/fidelity.md), each a field whose default is
+dbench's: ``norm_stats`` (official: CIFAR-100 normalised with CIFAR-10's constants),
+``clamp_final`` (official: the final set is evaluated unclamped), ``representative_pick``
+(official: argmin / top-k over the whole class, duplicates allowed). Evaluate IDC-I sets with
+the ``idc_i`` protocol (the ``idc`` rule depends on the factor).
 
 Inits (``init``): with ``factor > 1`` IDC always uses ``mix``: ``ipc x factor^2`` real images
 per class, each resized (nearest) to a patch and tiled, patch k of image i from source
@@ -36,7 +42,7 @@ coreset selector key (``random``, ``herding``, ``kcenter``, ``kmeans`` (extracto
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +51,8 @@ from benchmark import augment as A
 from benchmark.api import ComponentConfig, DistillMethod, register_method
 from benchmark.data import RealData
 from benchmark.distill import DistillLoop, images_state, restore_images_state
+from benchmark.errors import ConfigError
+from benchmark.fields import DsaStrategy, InitParams, init_name
 from benchmark.gradmatch import match_class, matched_parameters, normalizer, train_steps
 from benchmark.samplers import (
     CyclicBatches,
@@ -54,24 +62,36 @@ from benchmark.samplers import (
 )
 from benchmark.synset import Decode, SyntheticSet, multi_formation
 
+from .dc import preset_provenance
+
 _IDC = "snu-mllab/Efficient-Dataset-Condensation@ceac95a"
 
-# argument.py --reproduce (non-ImageNet). base_size is the size lr_img was tuned at.
+# misc/reproduce.py set_arguments (non-ImageNet) + argument.py tune_lr_img. base_size is the
+# image size lr_img was tuned at: tune_lr_img uses 28 only for dataset == 'mnist' and 32 for
+# everything else, so Fashion-MNIST (28 px) gets (28/32)^2 = 0.7656 (spec errata; DREAM's copy
+# of both files is identical here).
 SETTINGS = {
     "cifar10": {"metric": "mse", "lr_img_base": 5e-3, "n_data": 2000, "base_size": 32},
     "cifar100": {"metric": "mse", "lr_img_base": 5e-3, "n_data": 2000, "base_size": 32},
     "svhn": {"metric": "mse", "lr_img_base": 5e-3, "n_data": 500, "base_size": 32},
     "mnist": {"metric": "l1", "lr_img_base": 1e-4, "n_data": 500, "base_size": 28},
-    "fashion_mnist": {"metric": "l1", "lr_img_base": 1e-4, "n_data": 500, "base_size": 28},
+    "fashion_mnist": {"metric": "l1", "lr_img_base": 1e-4, "n_data": 500, "base_size": 32},
 }
 
+# data.py MEANS / STDS of the IDC and DREAM code: CIFAR-100 is normalised with the CIFAR-10
+# constants (every other dataset with its own, which equal dbench's). ``norm_stats: official``.
+OFFICIAL_NORM = {"cifar100": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))}
 
-def official_setting(dataset: str, channels: int) -> tuple[dict, str]:
+
+def official_setting(dataset: str, channels: int, repo: str = _IDC) -> tuple[dict, str]:
     if dataset in SETTINGS:
-        return dict(SETTINGS[dataset]), f"{_IDC} argument.py --reproduce ({dataset})"
+        return dict(SETTINGS[dataset]), f"{repo} misc/reproduce.py + argument.py --reproduce ({dataset})"
     row = "cifar10" if channels == 3 else "mnist"
     s = dict(SETTINGS[row])
-    return s, f"{_IDC} argument.py --reproduce ({row} row: no official setting for {dataset})"
+    return s, f"{repo} misc/reproduce.py + argument.py --reproduce ({row} row: no official setting for {dataset})"
+
+
+IDCInit = init_name("first", "kmeans_net", "noise", "real")  # initial_pixels' own inits; or any selector key
 
 
 class IDCConfig(ComponentConfig):
@@ -93,11 +113,11 @@ class IDCConfig(ComponentConfig):
     net_lr: float = 0.01
     net_momentum: float = 0.9
     net_weight_decay: float = 5e-4
-    aug_type: str | None = None  # None: color_crop_cutout (MNIST with factor > 1: color_crop)
+    aug_type: DsaStrategy | None = None  # None: color_crop_cutout (MNIST with factor > 1: color_crop)
     mixup_net: Literal["cut", "vanilla"] = "cut"
     mix_p: float | None = None  # None: 0.5 (MNIST with factor > 1: 0, no CutMix anywhere)
-    init: str = "first"  # first | kmeans_net | noise | any selector key (random, herding, kcenter, kmeans, ...)
-    init_params: dict = {}
+    init: IDCInit = "first"  # first | kmeans_net | noise | any selector key (random, herding, kcenter, kmeans, ...)
+    init_params: InitParams = {}
     sampler: Literal["cyclic", "representative", "random"] = "cyclic"
     representative: RepresentativeConfig = RepresentativeConfig()
     warmup_epochs: float = 0.0  # real-data epochs for every new network before use (DREAM+: 1)
@@ -105,6 +125,16 @@ class IDCConfig(ComponentConfig):
     eval_every: int = 0  # intermediate evaluation (DREAM: every 40 iterations)
     log_every: int = 1
     checkpoint_every: int | None = 1  # outer iterations are expensive: checkpoint each one
+    # Named deviations from the official code (docs/fidelity.md); the defaults are dbench's.
+    # dataset: the dataset's own mean/std; official: the IDC/DREAM data.py table (CIFAR-100 with
+    # CIFAR-10's constants) for matching and network updates. Evaluation always uses the dataset's.
+    norm_stats: Literal["dataset", "official"] = "dataset"
+    # True: the returned set is clamped to [0, 1]; False: the official code's final tensor (clamped
+    # only at the start of each outer iteration), stored unclamped in normalised space.
+    clamp_final: bool = True
+    # representative images per centroid: distinct (dbench, no duplicates; per_cluster > 1 from the
+    # centroid's own cluster) or topk (DREAM's query / DREAM+'s query_match: nearest over the class).
+    representative_pick: Literal["distinct", "topk"] = "distinct"
 
 
 def tile_patches(images: torch.Tensor, ipc: int, factor: int) -> torch.Tensor:
@@ -131,23 +161,35 @@ class IDC(DistillMethod):
     key = "idc"
     display_name = "IDC"
     description = "multi-formation (2x2) + per-class gradient matching on networks trained on real data"
-    version = "1"
+    # 2: Fashion-MNIST lr_img uses base size 32 (was 28); new fields norm_stats, clamp_final,
+    # representative_pick (defaults keep the old behaviour elsewhere)
+    version = "2"
+    REPO: ClassVar[str] = _IDC  # whose misc/reproduce.py the per-dataset settings are cited from
+    SMOKE_PARAMS = {"inner_loop": 2, "n_data": 16, "batch_real": 8}
     Config = IDCConfig
 
     PRESETS = {
         "official": {"provenance": f"{_IDC} condense.py / argument.py --reproduce: niter 2000, inner_loop 100, "
-                                   "batch_real 64, factor 2, mse (CIFAR/SVHN) or l1 (MNIST), lr_img 5e-3 / 1e-4 "
-                                   "rescaled by ipc/10, n_data 2000 / 500, mixup_net cut, mix_p 0.5, init mix"},
-        "idc_i": {"factor": 1, "provenance": f"{_IDC} README (IDC-I: factor 1)"},
+                                   "batch_real 64, factor 2, mse (CIFAR/SVHN) or l1 ((Fashion-)MNIST), lr_img 5e-3 / "
+                                   "1e-4 x ipc/10 x (size/base)^2 (base 28 for MNIST only, 32 else), n_data 2000 / 500, "
+                                   "mixup_net cut, mix_p 0.5, init mix. Deviations (defaults; docs/fidelity.md): "
+                                   "CIFAR-100 normalised with its own stats (norm_stats: official for CIFAR-10's), "
+                                   "final set clamped to [0, 1] (clamp_final: false for the official unclamped one)"},
+        "idc_i": {"factor": 1, "provenance": f"{_IDC} README (IDC-I: factor 1); evaluate with protocol idc_i"},
         "representative": {"sampler": "representative", "batch_real": 128,
-                           "provenance": "IDC + DREAM's representative matching only (IDC init): the DREAM+ "
-                                         "Table 3 'representative matching alone' ablation"},
+                           "provenance": "no IDC code: IDC + DREAM's representative matching with IDC's first-k init "
+                                         "(the DREAM+ Table 3 'representative matching alone' ablation); the same "
+                                         "run as lyq312318224/DREAM@595e3c1 condense.py --match grad --f2_init random "
+                                         "(factor 2) / --init random (factor 1)"},
     }
 
     # ------------------------------------------------------------------ resolution
     def resolved(self, ipc: int) -> dict:
         cfg, info = self.cfg, self.ctx.info
-        row, src = official_setting(info.name, info.channels)
+        row, src = official_setting(info.name, info.channels, self.REPO)
+        mean, std = info.mean, info.std
+        if cfg.norm_stats == "official":
+            mean, std = OFFICIAL_NORM.get(info.name, (mean, std))
         mnist_multi = info.name == "mnist" and cfg.factor > 1
         size = info.im_size[0]
         base = cfg.lr_img_base if cfg.lr_img_base is not None else row["lr_img_base"]
@@ -159,6 +201,7 @@ class IDC(DistillMethod):
             "metric": cfg.metric or row["metric"], "lr_img": lr, "n_data": cfg.n_data or row["n_data"],
             "aug_type": aug_type, "net_aug": "_".join(net_ops) or "none",
             "mix_p": cfg.mix_p if cfg.mix_p is not None else (0.0 if mnist_multi else 0.5),
+            "norm_mean": list(mean), "norm_std": list(std),
             "provenance": src,
         }
 
@@ -176,7 +219,7 @@ class IDC(DistillMethod):
             srcs = [real.pixels(real.class_indices[c][:n_src]) for c in range(k)]
         elif cfg.init == "kmeans_net":
             rs = RepresentativeSampler(real, cfg.representative.model_copy(update={"n": n_src, "per_cluster": 1}),
-                                       n_src, g_init, ctx.device, ctx.precision)
+                                       n_src, g_init, ctx.device, ctx.precision, cfg.representative_pick)
             rs.refresh(net)
             srcs = [real.pixels(rs.indices(c)) for c in range(k)]
         else:  # any coreset selector: its normalised images, back to pixels
@@ -198,8 +241,11 @@ class IDC(DistillMethod):
         k, dev, prec, cl = real.num_classes, ctx.device, ctx.precision, ctx.channels_last
         key = self.key
         g = {s: ctx.generator(f"{key}/{s}") for s in ("init", "real", "aug", "syn", "train", "net")}
-        norm = normalizer(info.mean, info.std, dev)
+        norm = normalizer(r["norm_mean"], r["norm_std"], dev)
         decode = Decode(factor=cfg.factor, order="idc")
+        if not cfg.clamp_final and any(s % cfg.factor for s in info.im_size):
+            raise ConfigError(f"clamp_final: false stores the set normalised, which decodes like the official pixel "
+                              f"set only when the image size {tuple(info.im_size)} is a multiple of factor {cfg.factor}.")
 
         def new_net(i: int):
             net = ctx.new_model(f"{key}/net/{i}").train()
@@ -216,7 +262,7 @@ class IDC(DistillMethod):
         labels = torch.arange(k).repeat_interleave(ipc)
         opt = torch.optim.SGD([syn], lr=r["lr_img"], momentum=cfg.momentum_img)
         sampler = make_class_sampler(cfg.sampler, real, g["real"], dev, batch=cfg.batch_real, rep=cfg.representative,
-                                     precision=prec)
+                                     precision=prec, pick=cfg.representative_pick)
         net_stream = CyclicBatches([torch.arange(len(real))], cfg.batch_real, g["train"])
         gens = {s: g[s] for s in ("real", "aug", "syn", "train", "net")}
         bi = cfg.match == "bidirectional"
@@ -232,8 +278,7 @@ class IDC(DistillMethod):
             opt_net.load_state_dict(s["net_opt"])
 
         def snapshot():
-            return SyntheticSet(syn.detach().cpu().clone().clamp(0, 1), labels.clone(), info.name, info.mean, info.std,
-                                space="pixel", decode=decode)
+            return self._result_set(syn, labels.clone(), decode, info)
 
         loop = DistillLoop(ctx, key, r["iterations"], fingerprint=f"{key}/{self.version}/{cfg.model_dump_json()}/ipc{ipc}/{r}",
                            eval_every=cfg.eval_every, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
@@ -276,9 +321,23 @@ class IDC(DistillMethod):
         meta = {"resolved": r, "iterations": r["iterations"], "wall_s": loop.wall_s, "resumed_from": loop.resumed_from}
         if cfg.sampler == "representative":
             meta["sampler_refresh_s"] = sampler.refresh_s
+        meta["provenance"] = preset_provenance(type(self), cfg)
+        return self._result_set(syn, labels, decode, info, meta)
+
+    def _result_set(self, syn: torch.Tensor, labels: torch.Tensor, decode: Decode, info, meta: dict | None = None):
+        """The set handed to evaluation: pixels clamped to [0, 1] (``clamp_final``, dbench), or the
+        official unclamped tensor, stored in normalised space with the dataset's constants (a
+        pixel-space set is clamped when decoded). Per-channel normalisation commutes with the
+        bilinear decode, so this decodes to the official pixel set's images, normalised."""
         with torch.no_grad():
-            out = syn.detach().cpu().clamp(0, 1)
-        return SyntheticSet(out, labels, info.name, info.mean, info.std, space="pixel", decode=decode, meta=meta)
+            x = syn.detach().cpu().clone()
+            if self.cfg.clamp_final:
+                return SyntheticSet(x.clamp(0, 1), labels, info.name, info.mean, info.std, space="pixel",
+                                    decode=decode, meta=meta or {})
+            mean = torch.tensor(info.mean).view(1, -1, 1, 1)
+            std = torch.tensor(info.std).view(1, -1, 1, 1)
+            return SyntheticSet((x - mean) / std, labels, info.name, info.mean, info.std, space="normalized",
+                                decode=decode, meta=meta or {})
 
     @staticmethod
     def _real_batch(real: RealData, stream: CyclicBatches, dev, norm):

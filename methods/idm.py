@@ -33,11 +33,13 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from pydantic import PositiveInt
 
-from benchmark.api import ComponentConfig, DistillMethod, register_method
+from benchmark.api import DistillMethod, register_method
 from benchmark.data import RealData
-from benchmark.distill import (DistillLoop, SiameseAug, freeze, generator_states, init_quadrants,
-                               initial_images, restore_generators)
+from benchmark.distill import (DistillLoop, ImageMatchingConfig, SiameseAug, freeze, generator_states,
+                               init_quadrants, initial_images, restore_generators)
+from benchmark.fields import init_name
 from benchmark.losses import ce_regulariser, mean_embedding_mmd
 from benchmark.runtime import autocast, channels_last, compiled_embed, compiled_logits_and_ce, logits_and_ce
 from benchmark.samplers import AllClassSampler, ClassRandomSampler
@@ -51,6 +53,9 @@ SETTINGS: dict[str, dict[int, tuple]] = {
     "cifar100": {1: (0.5, 5000, 5, 10, 100), 10: (0.1, 256, 30, 50, 100), 50: (0.1, 256, 30, 10, 500)},
     "tinyimagenet": {1: (0.5, 256, 30, 10, 100), 10: (0.5, 256, 30, 10, 500), 50: (0.8, 256, 30, 50, 1000)},
 }
+
+
+IDMInit = init_name("aug", "real", "noise")  # aug: init_quadrants; real / noise: initial_images
 
 
 def official_setting(dataset: str, ipc: int) -> tuple[dict, str]:
@@ -104,12 +109,15 @@ class IDM(DistillMethod):
     display_name = "IDM"
     description = "Improved DM: 2x2 partition-and-expand, queue of trained nets, accuracy-weighted CE regulariser"
     version = "1"
+    SMOKE_PARAMS = {"batch_real": 16, "trained_bs": 16, "model_train_steps": 1}
 
-    class Config(ComponentConfig):
-        iterations: int = 20000
+    class Config(ImageMatchingConfig):
+        # shared fields (ImageMatchingConfig), IDM defaults where they differ from DM's
+        iterations: PositiveInt = 20000
         lr_img: float = 0.2
-        momentum_img: float = 0.5
-        batch_real: int | None = None  # None: command.txt per setting
+        batch_real: PositiveInt | None = None  # None: command.txt per setting
+        init: IDMInit = "aug"  # aug (quadrants) | real | noise | random | herding | kcenter | kmeans | forgetting
+        # IDM's own fields
         ce_weight: float | None = None
         net_generate_interval: int | None = None
         model_train_steps: int | None = None
@@ -126,15 +134,7 @@ class IDM(DistillMethod):
         net_momentum: float = 0.9
         net_weight_decay: float = 5e-4
         factor: int = 2  # partition-and-expand (1 = off)
-        init: str = "aug"  # aug (quadrants) | real | noise | random | herding | kcenter | kmeans | forgetting
-        init_params: dict = {}  # the init selector's config (e.g. its feature extractor)
-        dsa: bool = True
-        dsa_strategy: str | None = None
-        aug_scope: Literal["class", "iteration"] = "class"
         forward: Literal["batched", "per_class", "compiled"] = "batched"
-        eval_every: int = 0
-        log_every: int = 10  # metrics are synced to the host only every log_every iterations
-        checkpoint_every: int | None = None
 
     PRESETS = {
         "official": {"provenance": f"{_REPO} command.txt (--aug --syn_ce --net_decay --outer_loop 1 --train_net_num 1 "

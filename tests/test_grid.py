@@ -64,7 +64,7 @@ def test_only_filters(tmp_path):
     ("- just\n- a list\n", "top level must be a mapping"),
     ("name: x\nmethods: [random]\ndatasets: [digits]\nprotocol: dsaa\n", "unknown protocol 'dsaa'"),
     ("name: x\nmethods: [random]\ndatasets: [digits]\nbudget: huge\n", "unknown budget 'huge'"),
-    ("name: x\nmethods: [{name: random, params: {lr: 1}}]\ndatasets: [digits]\n", "lr: Extra inputs"),
+    ("name: x\nmethods: [{name: random, params: {lr: 1}}]\ndatasets: [digits]\n", "lr is not a field"),
     ("name: x\nmethods: [random]\ndatasets: [digits]\narch: ConvNett\n", "unknown arch 'ConvNett'"),
 ])
 def test_bad_grids_are_one_line_errors_naming_file_and_field(tmp_path, text, match):
