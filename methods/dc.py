@@ -120,7 +120,8 @@ class _GradientMatching(DistillMethod):
     def resolved(self, ipc: int) -> dict:
         cfg, info = self.cfg, self.ctx.info
         outer, inner = cfg.loops if cfg.loops is not None else get_loops(ipc)
-        return {"iterations": self.ctx.budget.iterations(cfg.iterations), "outer_loop": outer, "inner_loop": inner,
+        return {"iterations": self.ctx.budget.iterations(cfg.iterations), "loops": [outer, inner],
+                "outer_loop": outer, "inner_loop": inner,
                 "dsa_strategy": (cfg.dsa_strategy or info.dsa_strategy) if cfg.dsa else "none"}
 
     def distill(self, real: RealData, ipc: int) -> SyntheticSet:

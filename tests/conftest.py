@@ -29,3 +29,12 @@ def digits():
     from benchmark.data import load_dataset
 
     return load_dataset("digits", True), load_dataset("digits", False)
+
+
+# One torch thread: test tensors are tiny, and two threads per process spin against each
+# other (and against any other process) on a 2-core machine, making tests 10-40x slower
+# under load. Benchmarks (benchmarks/) set their own thread counts.
+def pytest_configure(config):
+    import torch
+
+    torch.set_num_threads(1)

@@ -1,4 +1,7 @@
-"""DM / IDM / DataDAM: layouts, schedules, gradient flow, smoke runs and resume (CPU, digits)."""
+"""DM / IDM / DataDAM: layouts, schedules, gradient flow and smoke runs (CPU, digits).
+
+The contract every distiller keeps (set shape and budget, determinism, resume after an
+interruption, presets) is checked for all of them in tests/test_contract.py."""
 
 from pathlib import Path
 
@@ -10,7 +13,8 @@ from benchmark.api import RunContext, get_method
 from benchmark.budgets import resolve_budget
 from benchmark.data import load_dataset
 from benchmark.distill import SiameseAug, activations, freeze, init_quadrants
-from benchmark.grid import GridSpec, expand as expand_grid
+from benchmark.grid import GridSpec
+from benchmark.grid import expand as expand_grid
 from benchmark.models import create_model
 from benchmark.runner import run_cells
 from benchmark.samplers import AllClassSampler, ClassRandomSampler
@@ -26,9 +30,9 @@ def digits():
     return load_dataset("digits")
 
 
-def _ctx(real, tmp: Path, budget="paper", log=None, seed=0):
-    return RunContext(device=torch.device("cpu"), seed=seed, arch="ConvNet", info=real.info,
-                      budget=resolve_budget(budget), workdir=tmp, log=log or (lambda m, s: None))
+def _ctx(real, tmp: Path, budget="paper"):
+    return RunContext(device=torch.device("cpu"), seed=0, arch="ConvNet", info=real.info,
+                      budget=resolve_budget(budget), workdir=tmp)
 
 
 def _gen(seed=0):
@@ -188,43 +192,30 @@ def test_siamese_aug_groups_classes_by_family():
 
 # ----------------------------------------------------------------- end to end + resume
 
-_FAST = {
-    "dm": {"batch_real": 16},
-    "idm": {"batch_real": 16, "trained_bs": 16, "model_train_steps": 1},
-    "datadam": {"batch_real": 16},
-}
+
+def _smoke(key: str) -> dict:
+    return dict(get_method(key).SMOKE_PARAMS)
 
 
 def test_smoke_budget_end_to_end(tmp_path):
-    grid = GridSpec(name="t", methods=[{"name": "dm", "preset": "official", "params": _FAST["dm"]},
-                                       {"name": "idm", "preset": "official", "params": _FAST["idm"]},
-                                       {"name": "datadam", "preset": "paper", "params": _FAST["datadam"]}],
-                    datasets=["digits"], ipc=[1], preset="dm", budget="smoke", num_exp=1, num_eval=1)
+    grid = GridSpec(name="t", methods=[{"name": "dm", "preset": "official", "params": _smoke("dm")},
+                                       {"name": "idm", "preset": "official", "params": _smoke("idm")},
+                                       {"name": "datadam", "preset": "paper", "params": _smoke("datadam")}],
+                    datasets=["digits"], ipc=[1], protocol="dm", budget="smoke", num_exp=1, num_eval=1)
     outs = run_cells(expand_grid(grid), ResultStore(tmp_path))
     assert [o.status for o in outs] == ["finished"] * 3, [o.error for o in outs]
     assert all(0 <= o.acc_mean <= 100 for o in outs)
 
 
-class _Kill(Exception):
-    pass
+def test_idm_compiled_forward_resumes_exactly(digits, tmp_path):
+    """IDM's ``forward: compiled`` (compiled real forward and queue-net step) resumes to the
+    uninterrupted set, as every distiller's default path does in tests/test_contract.py."""
+    from test_contract import build, interrupted_then_resumed
 
-
-@pytest.mark.parametrize("key, params", [("dm", {}), ("idm", {}), ("idm", {"forward": "compiled"}),
-                                         ("datadam", {})])
-def test_resume_after_interrupt_matches_uninterrupted(digits, tmp_path, key, params):
-    cls = get_method(key)
-    cfg = cls.resolve_config("official", {**_FAST[key], **params, "iterations": 4, "checkpoint_every": 2,
-                                          "log_every": 1})
-    full = cls(cfg, _ctx(digits, tmp_path / "a")).distill(digits, 1)
-
-    def killer(metrics, step):
-        if step == 3:
-            raise _Kill
-
-    with pytest.raises(_Kill):
-        cls(cfg, _ctx(digits, tmp_path / "b", log=killer)).distill(digits, 1)
-    resumed = cls(cfg, _ctx(digits, tmp_path / "b")).distill(digits, 1)
-    assert resumed.meta["resumed_from"] == 2
+    cls = get_method("idm")
+    cfg = cls.resolve_config("official", {**cls.SMOKE_PARAMS, "forward": "compiled"})
+    full = build(cls, digits, tmp_path / "store" / "work" / "a", cfg=cfg)
+    resumed = interrupted_then_resumed(cls, cfg, digits, tmp_path / "store" / "work" / "b")
     assert torch.equal(full.images, resumed.images)
 
 
@@ -261,6 +252,8 @@ def test_intermediate_evaluation_curve(tmp_path):
     cell = expand(g)[0]
     assert run_cells([cell], store)[0].status == "finished"
     s = SyntheticSet.load(store.synset_path(cell.synset_hash))
+    assert "curve" not in s.meta  # curves live in the results store, not in the set's manifest
+    curve = store.curve(cell.synset_hash)["curve"]
     # the initial set, then every 2 iterations, not at the final one; (iteration, acc, distill wall s)
-    assert [p[0] for p in s.meta["curve"]] == [0, 2]
-    assert s.meta["curve"][0][2] == 0.0 and s.meta["curve"][1][2] > 0
+    assert [p[0] for p in curve] == [0, 2]
+    assert curve[0][2] == 0.0 and curve[1][2] > 0 and store.curve(cell.synset_hash)["iterations"] == 4

@@ -1,5 +1,8 @@
 """DC / DSA / IDC / DREAM / DREAM+: distances, decode and init layouts, per-class steps, the
-representative sampler, smoke runs and resume (CPU, sklearn digits)."""
+representative sampler and smoke runs (CPU, sklearn digits).
+
+The contract every distiller keeps (set shape and budget, determinism, resume after an
+interruption, presets) is checked for all of them in tests/test_contract.py."""
 
 from pathlib import Path
 
@@ -32,9 +35,9 @@ def digits():
     return load_dataset("digits")
 
 
-def _ctx(real, tmp: Path, log=None, budget="paper"):
+def _ctx(real, tmp: Path, budget="paper"):
     return RunContext(device=torch.device("cpu"), seed=0, arch="ConvNet", info=real.info, budget=resolve_budget(budget),
-                      workdir=tmp, log=log or (lambda m, s: None))
+                      workdir=tmp)
 
 
 # ---------------------------------------------------------------------- distances
@@ -258,44 +261,19 @@ def test_representative_sampler_per_cluster_and_pool(digits):
 
 # ---------------------------------------------------------------------- end to end
 
-_FAST = {
-    "dc": {"batch_real": 8},
-    "dsa": {"batch_real": 8},
-    "idc": {"inner_loop": 2, "n_data": 16, "batch_real": 8},
-    "dream": {"inner_loop": 2, "n_data": 16, "batch_real": 8, "representative": {"max_iter": 5}},
-    "dream_plus": {"inner_loop": 2, "n_data": 16, "batch_real": 8, "warmup_epochs": 0.05,
-                   "representative": {"max_iter": 5}},
-}
+
+def _smoke(key: str) -> dict:
+    return dict(get_method(key).SMOKE_PARAMS)
 
 
-@pytest.mark.parametrize("key", list(_FAST))
+@pytest.mark.parametrize("key", ["dc", "dsa", "idc", "dream", "dream_plus"])
 def test_smoke_run_end_to_end(key, tmp_path):
-    g = GridSpec(name="gm", datasets=["digits"], ipc=[1], budget="smoke", preset="dsa" if key in ("dc", "dsa") else "idc",
-                 methods=[{"name": key, "preset": "official", "params": _FAST[key]}])
+    g = GridSpec(name="gm", datasets=["digits"], ipc=[1], budget="smoke",
+                 protocol="dsa" if key in ("dc", "dsa") else "idc",
+                 methods=[{"name": key, "preset": "official", "params": _smoke(key)}])
     out = run_cells(expand(g), ResultStore(tmp_path))
     assert out[0].status == "finished", out[0].error
     assert 0 <= out[0].acc_mean <= 100
-
-
-class _Kill(Exception):
-    pass
-
-
-@pytest.mark.parametrize("key", ["dsa", "dream_plus"])
-def test_resume_after_interrupt_matches_uninterrupted(digits, tmp_path, key):
-    cls = get_method(key)
-    cfg = cls.resolve_config("official", {**_FAST[key], "iterations": 4, "checkpoint_every": 2, "log_every": 1})
-    full = cls(cfg, _ctx(digits, tmp_path / "a")).distill(digits, 1)
-
-    def killer(metrics, step):
-        if step == 3:
-            raise _Kill
-
-    with pytest.raises(_Kill):
-        cls(cfg, _ctx(digits, tmp_path / "b", log=killer)).distill(digits, 1)
-    resumed = cls(cfg, _ctx(digits, tmp_path / "b")).distill(digits, 1)
-    assert resumed.meta["resumed_from"] == 2
-    assert torch.equal(full.images, resumed.images)
 
 
 def test_representative_sampler_plugs_into_dc(digits, tmp_path):
@@ -313,10 +291,20 @@ def test_representative_sampler_plugs_into_dc(digits, tmp_path):
 # ---------------------------------------------------------------------- efficiency view
 
 
-def _row(method, name, sampler, acc, synset, kind="distill"):
-    return {"method": method, "method_name": name, "method_preset": method.partition(".")[2] or None,
-            "method_config": {"sampler": sampler}, "method_kind": kind,
-            "dataset": "mnist", "ipc": 1, "arch": "ConvNet", "preset": "idc", "budget": "cpu", "test_acc": acc,
+_DISPLAY = {"idc": "IDC", "dream": "DREAM", "dream_plus": "DREAM+", "random": "Random", "dm": "DM"}
+
+
+def _row(method, name, sampler, acc, synset, kind="distill", iterations=20):
+    """A stored row as the row builder writes it (efficiency reads only rows and curves)."""
+    from benchmark.api import get_method
+
+    preset = method.partition(".")[2] or None
+    cls = get_method(name)
+    base = cls.efficiency_baseline(cls.resolve_config(preset, {"sampler": sampler} if sampler else {}))
+    return {"schema": 2, "method": name, "method_label": method, "method_preset": preset,
+            "method_display": _DISPLAY[name], "params_label": "", "resolved_config": {"sampler": sampler},
+            "efficiency_baseline": base, "iterations": iterations, "method_kind": kind, "dataset": "mnist",
+            "ipc": 1, "arch_eval": "ConvNet", "protocol": "idc", "budget": "cpu", "test_acc": acc,
             "synset_hash": synset}
 
 
@@ -331,16 +319,17 @@ def test_efficiency_iterations_to_reach_the_baseline():
               "h_dream": {"curve": [(0, 60.0, 0.0), (4, 79.0, 3.0), (8, 81.5, 6.0)], "iterations": 20, "wall_s": 15.0},
               "h_plus": {"curve": [(0, 60.0, 0.0)], "iterations": 20, "wall_s": 15.0}}
     eff = efficiency(rows, curves).set_index("method")
-    assert "random" not in eff.index  # selections have no distillation curve
-    assert eff.loc["dream.official", "baseline"] == "idc.official"
-    assert eff.loc["dream.official", "baseline_acc"] == pytest.approx(81.0)
-    assert eff.loc["dream.official", "iters_to_baseline"] == 8  # first probe >= 81
-    assert eff.loc["dream.official", "speedup"] == pytest.approx(20 / 8)
-    assert eff.loc["dream.official", "wall_s_to_baseline"] == pytest.approx(6.0)
-    assert eff.loc["idc.official", "baseline"] == ""  # the baseline itself
-    assert eff.loc["dream_plus.official", "iters_to_baseline"] != eff.loc["dream_plus.official", "iters_to_baseline"]
+    assert "Random" not in eff.index  # selections have no distillation curve
+    assert eff.loc["DREAM [official]", "baseline"] == "IDC [official]"
+    assert eff.loc["DREAM [official]", "baseline_acc"] == pytest.approx(81.0)
+    assert eff.loc["DREAM [official]", "iters_to_baseline"] == 8  # first probe >= 81
+    assert eff.loc["DREAM [official]", "speedup"] == pytest.approx(20 / 8)
+    assert eff.loc["DREAM [official]", "wall_s_to_baseline"] == pytest.approx(6.0)
+    assert eff.loc["IDC [official]", "baseline"] == ""  # the baseline itself
+    plus = eff.loc["DREAM+ [official]"]
+    assert plus.iters_to_baseline != plus.iters_to_baseline  # never reached (NaN)
     curves["h_plus"]["curve"] = [(0, 90.0, 0.0)]  # the initial set already beats IDC's final
-    plus = efficiency(rows, curves).set_index("method").loc["dream_plus.official"]
+    plus = efficiency(rows, curves).set_index("method").loc["DREAM+ [official]"]
     assert plus.iters_to_baseline == 0 and plus.speedup == float("inf")
     assert "init already" in render_efficiency(efficiency(rows, curves), "md")
     md = render_efficiency(eff.reset_index(), "md")
@@ -353,10 +342,10 @@ def test_efficiency_view_from_the_cli(tmp_path, monkeypatch):
 
     from benchmark.cli import app
 
-    grid = {"name": "eff", "datasets": ["digits"], "ipc": [1], "budget": "smoke", "preset": "idc",
+    grid = {"name": "eff", "datasets": ["digits"], "ipc": [1], "budget": "smoke", "protocol": "idc",
             "budget_overrides": {"distill_iterations": 2},
-            "methods": [{"name": "idc", "preset": "official", "params": {**_FAST["idc"], "eval_every": 1}},
-                        {"name": "dream", "preset": "official", "params": {**_FAST["dream"], "eval_every": 1}}]}
+            "methods": [{"name": "idc", "preset": "official", "params": {**_smoke("idc"), "eval_every": 1}},
+                        {"name": "dream", "preset": "official", "params": {**_smoke("dream"), "eval_every": 1}}]}
     gpath = tmp_path / "eff.yaml"
     gpath.write_text(yaml.safe_dump(grid))
     runner = CliRunner()
@@ -366,17 +355,17 @@ def test_efficiency_view_from_the_cli(tmp_path, monkeypatch):
     res = runner.invoke(app, ["table", "--grid", str(gpath), "--results-dir", str(tmp_path / "store"), "--view",
                               "efficiency", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    assert "dream.official" in res.output and "idc.official" in res.output
+    assert "DREAM [official]" in res.output and "IDC [official]" in res.output
     assert (out / "eff_efficiency.png").stat().st_size > 0 and (out / "eff_efficiency.csv").exists()
     import pandas as pd
 
     eff = pd.read_csv(out / "eff_efficiency.csv")
-    # labels carry the grid params beyond the preset: "dream.official (inner_loop=1, ...)"
+    # labels carry the grid params beyond the preset: "DREAM [official] (inner_loop=2, ...)"
     assert all(" (" in m for m in eff.method)
     eff = eff.assign(method=eff.method.str.split(" (", regex=False).str[0],
                      baseline=eff.baseline.fillna("").str.split(" (", regex=False).str[0]).set_index("method")
-    assert eff.loc["dream.official", "baseline"] == "idc.official"
-    assert eff.loc["dream.official", "curve_points"] == 3  # iteration 0, 1 and the final 2
+    assert eff.loc["DREAM [official]", "baseline"] == "IDC [official]"
+    assert eff.loc["DREAM [official]", "curve_points"] == 3  # iteration 0, 1 and the final 2
     bad = runner.invoke(app, ["table", "--view", "nope", "--results-dir", str(tmp_path / "store")])
     assert bad.exit_code == 2 and "--view" in bad.output
 
@@ -392,14 +381,15 @@ def test_representative_sampler_plugs_into_dm(digits, tmp_path):
     assert a.meta["iterations"] == b.meta["iterations"] == 2
 
 
-def test_efficiency_reads_iterations_of_sets_that_only_recorded_the_resolved_config():
+def test_efficiency_reads_iterations_from_rows_when_the_curve_record_lacks_them():
     from benchmark.tables import efficiency
 
-    rows = [_row("dm.official", "dm", "random", 89.0, "h_dm"), _row("dm.representative", "dm", "representative",
-                                                                  90.0, "h_rep")]
-    curves = {"h_dm": {"curve": [(0, 40.0, 0.0), (100, 85.0, 5.0)], "resolved": {"iterations": 200}, "wall_s": 10.0},
-              "h_rep": {"curve": [(0, 45.0, 0.0), (100, 89.5, 6.0)], "resolved": {"iterations": 200}, "wall_s": 12.0}}
-    rep = efficiency(rows, curves).set_index("method").loc["dm.representative"]
+    rows = [_row("dm.official", "dm", "random", 89.0, "h_dm", iterations=200),
+            _row("dm.representative", "dm", "representative", 90.0, "h_rep", iterations=200)]
+    curves = {"h_dm": {"curve": [(0, 40.0, 0.0), (100, 85.0, 5.0)], "wall_s": 10.0},
+              "h_rep": {"curve": [(0, 45.0, 0.0), (100, 89.5, 6.0)], "wall_s": 12.0}}
+    rep = efficiency(rows, curves).set_index("method").loc["DM [representative]"]
+    assert rep.baseline == "DM [official]"
     assert rep.iterations == 200 and rep.iters_to_baseline == 100 and rep.speedup == pytest.approx(2.0)
 
 
@@ -430,8 +420,8 @@ def test_dream_plus_warms_every_new_network_for_one_real_epoch(digits, tmp_path,
 
     monkeypatch.setattr(idc_mod, "train_steps", spy)
     cls = get_method("dream_plus")
-    cfg = cls.resolve_config("official", {**_FAST["dream_plus"], "warmup_epochs": 1.0, "iterations": 2,
-                                          "inner_loop": 1})
+    cfg = cls.resolve_config("official", {**cls.SMOKE_PARAMS, "warmup_epochs": 1.0, "iterations": 2,
+                                          "inner_loop": 1, "n_data": 16})
     cls(cfg, _ctx(digits, tmp_path)).distill(digits, 1)
     full = len(digits)
     # net 0 (init + iteration 0) and net 1 are each warmed on one full epoch; each inner step then

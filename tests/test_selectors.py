@@ -1,3 +1,8 @@
+"""Selector math (herding, k-center, forgetting), extractors and selector inits on digits.
+
+Every registered selector's contract (exactly ipc per class, distinct indices, determinism,
+presets) is checked in tests/test_contract.py."""
+
 import json
 
 import pytest
@@ -7,14 +12,12 @@ from baselines.forgetting import forgetting_stats, rank_most_forgotten
 from baselines.herding import herding_select
 from baselines.kcenter import kcenter_select
 from baselines.kmeans import kmeans_select
-from benchmark.api import RunContext, check_selection, get_method
+from benchmark.api import RunContext, get_method
 from benchmark.budgets import resolve_budget
 from benchmark.errors import ConfigError
 from benchmark.features import ExtractorSpec, extract_features, train_extractor
 from benchmark.init import init_synset
 from benchmark.seed import make_generator
-
-TINY = {"extractor": {"arch": "ConvNetW32", "epochs": 1, "max_steps": 2, "batch_size": 64}}
 
 
 def gauss(n=200, d=16, seed=0):
@@ -113,29 +116,15 @@ def test_forgetting_rank_tie_break():
     assert rank_most_forgotten(count, first, 4).tolist() == [1, 2, 0, 3]
 
 
-# -------------------------------------------------------------- selectors end to end
-
-
-@pytest.mark.parametrize("key", ["random", "herding", "kcenter", "kmeans", "forgetting"])
-def test_selectors_on_digits_balanced_distinct_deterministic(key, digits, tmp_path, monkeypatch):
-    monkeypatch.setenv("DBENCH_EXTRACTOR_DIR", str(tmp_path / "extractors"))
-    real, _ = digits
-    cls = get_method(key)
-    params = {} if key == "random" else TINY
-    cfg = cls.resolve_config(None, params)
-    for p in cls.PRESETS:  # every preset validates
-        cls.resolve_config(p, None)
-    a = cls(cfg, ctx_for(real, tmp_path)).select(real, 3)
-    check_selection(a, real, 3, key)
-    b = cls(cfg, ctx_for(real, tmp_path)).select(real, 3)
-    assert torch.equal(a.indices, b.indices)
+# ---------------------------------------------------------------------- bad inputs
 
 
 def test_bad_inputs_are_clear_errors(digits, tmp_path):
     real, _ = digits
     smallest = min(int(c.numel()) for c in real.class_indices)
+    herding = get_method("herding")
     with pytest.raises(ConfigError, match="larger than the smallest class"):
-        get_method("herding")(get_method("herding").resolve_config(None, {}), ctx_for(real, tmp_path)).select(real, smallest + 1)
+        herding(herding.resolve_config(None, {}), ctx_for(real, tmp_path)).select(real, smallest + 1)
     with pytest.raises(ConfigError, match="variant"):
         get_method("herding").resolve_config(None, {"variant": "argmaxx"})
     with pytest.raises(ConfigError, match="unknown herding variant"):
@@ -215,7 +204,7 @@ def test_init_synset_shares_the_selectors(digits, tmp_path, monkeypatch):
     r = init_synset("real", real, 2, ctx)
     sel = get_method("random")(get_method("random").resolve_config(None, None), ctx).select(real, 2)
     assert torch.equal(torch.sort(r.indices).values, torch.sort(sel.indices).values)
-    h = init_synset("herding", real, 2, ctx, params=TINY)
+    h = init_synset("herding", real, 2, ctx, params=get_method("herding").SMOKE_PARAMS)
     assert h.labels.tolist() == y.tolist()
     assert torch.equal(real.labels[h.indices], h.labels)
     assert torch.allclose(h.images, real.batch(h.indices)[0])
