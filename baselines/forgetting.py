@@ -29,7 +29,8 @@ from benchmark.errors import ConfigError
 from benchmark.features import ExtractorSpec, extractor_dir, train_extractor
 
 
-def forgetting_stats(correct: torch.Tensor, never_learned: str = "max", statistic: str = "events") -> tuple[torch.Tensor, torch.Tensor]:
+def forgetting_stats(correct: torch.Tensor, never_learned: str = "max",
+                     statistic: str = "events") -> tuple[torch.Tensor, torch.Tensor]:
     """Per-example count and first-learned presentation from one run's record.
 
     ``correct``: [presentations, N] with 1 (correct), 0 (wrong) or -1 (not presented).
@@ -86,8 +87,10 @@ class Forgetting(CoresetSelector):
         extractor: ExtractorSpec = ExtractorSpec()
 
     PRESETS = {
-        "default": {"provenance": "mtoneva/example_forgetting@d51c1aa definition; most-forgotten kept (DM paper §3.2)"},
-        "deepcore": {"never_learned": "zero", "provenance": "PatrickZH/DeepCore@74ec709 forgetting.py (never-learned = 0)"},
+        "default": {"provenance": "mtoneva/example_forgetting@d51c1aa definition; "
+                                  "most-forgotten kept (DM paper §3.2)"},
+        "deepcore": {"never_learned": "zero",
+                     "provenance": "PatrickZH/DeepCore@74ec709 forgetting.py (never-learned = 0)"},
         "idm": {"statistic": "incorrect_epochs", "extractor": {"epochs": 5},
                 "provenance": "IDM supp. §1: epochs with a wrong prediction, 5 training epochs"},
     }

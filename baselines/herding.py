@@ -71,7 +71,8 @@ class Herding(CoresetSelector):
         extractor: ExtractorSpec = ExtractorSpec()
 
     PRESETS = {
-        "default": {"provenance": "DC/DM authors' herding (VICO-UoE/DatasetCondensation#15), trained ConvNet-3 embedding"},
+        "default": {"provenance": "DC/DM authors' herding (VICO-UoE/DatasetCondensation#15), "
+                                  "trained ConvNet-3 embedding"},
         "random_net": {"extractor": {"weights": "random"},
                        "provenance": "herding on an untrained ConvNet-3 embedding (cheap; not a published setting)"},
         "deepcore": {"variant": "deepcore_argmax",

@@ -28,7 +28,8 @@ from benchmark.features import ExtractorSpec, extract_features
 STARTS = ("mean", "random")
 
 
-def kcenter_select(feats: torch.Tensor, k: int, start: str = "mean", generator: torch.Generator | None = None) -> torch.Tensor:
+def kcenter_select(feats: torch.Tensor, k: int, start: str = "mean",
+                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Positions (into ``feats`` [n, d]) of the ``k`` centres, in the order they were added."""
     if start not in STARTS:
         raise ConfigError(f"unknown k-center start {start!r}; use one of {', '.join(STARTS)}")
@@ -66,8 +67,10 @@ class KCenter(CoresetSelector):
         extractor: ExtractorSpec = ExtractorSpec()
 
     PRESETS = {
-        "default": {"provenance": "DC authors' k-center (VICO-UoE/DatasetCondensation#21): mean-nearest start, trained ConvNet-3"},
-        "random_start": {"start": "random", "provenance": "PatrickZH/DeepCore@74ec709 kcentergreedy.py (random first centre)"},
+        "default": {"provenance": "DC authors' k-center (VICO-UoE/DatasetCondensation#21): mean-nearest start, "
+                                  "trained ConvNet-3"},
+        "random_start": {"start": "random",
+                         "provenance": "PatrickZH/DeepCore@74ec709 kcentergreedy.py (random first centre)"},
         "random_net": {"extractor": {"weights": "random"},
                        "provenance": "k-center on an untrained ConvNet-3 embedding (cheap; not a published setting)"},
     }

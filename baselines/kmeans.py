@@ -45,7 +45,8 @@ class KMeansEmb(CoresetSelector):
         extractor: ExtractorSpec = ExtractorSpec()
 
     PRESETS = {
-        "default": {"provenance": "DC-Bench Kmeans-emb / DREAM init=kmean (lyq312318224/DREAM@9032bd0), trained ConvNet-3"},
+        "default": {"provenance": "DC-Bench Kmeans-emb / DREAM init=kmean (lyq312318224/DREAM@9032bd0), "
+                                  "trained ConvNet-3"},
         "random_net": {"extractor": {"weights": "random"},
                        "provenance": "k-means on an untrained ConvNet-3 embedding (cheap; not a published setting)"},
     }

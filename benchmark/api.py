@@ -97,7 +97,8 @@ class RunContext:
         try:
             return torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001
-            raise ArtifactError(f"{self.checkpoint_path}: corrupt checkpoint; delete it to restart this cell.") from None
+            raise ArtifactError(
+                f"{self.checkpoint_path}: corrupt checkpoint; delete it to restart this cell.") from None
 
 
 class _Component(ABC):

@@ -89,7 +89,8 @@ def sample_op(op: str, n: int, im_size: tuple[int, int], g: torch.Generator, cfg
         return {"v": _u(n, g)}
     if op == "crop":
         sx, sy = int(h * cfg.ratio_crop_pad + 0.5), int(w * cfg.ratio_crop_pad + 0.5)
-        return {"tx": torch.randint(-sx, sx + 1, (n,), generator=g), "ty": torch.randint(-sy, sy + 1, (n,), generator=g)}
+        return {"tx": torch.randint(-sx, sx + 1, (n,), generator=g),
+                "ty": torch.randint(-sy, sy + 1, (n,), generator=g)}
     if op == "cutout":
         ch, cw = int(h * cfg.ratio_cutout + 0.5), int(w * cfg.ratio_cutout + 0.5)
         return {

@@ -30,8 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from . import __version__
 from .api import RunContext, get_method
-from .build import build_set
 from .budgets import resolve_budget
+from .build import build_set
 from .data import RealData, get_info, load_dataset
 from .errors import ConfigError, DbenchError
 from .evaluate import get_protocol
@@ -104,7 +104,8 @@ def validate_spec(spec: ContinualSpec) -> None:
     for i, m in enumerate(spec.methods):
         cls = get_method(m.name)
         if cls.kind == "reference":
-            raise ConfigError(f"methods[{i}]: '{m.name}' is not a memory builder (use a selector or a distillation method).")
+            raise ConfigError(f"methods[{i}]: '{m.name}' is not a memory builder "
+                              "(use a selector or a distillation method).")
         cls.resolve_config(m.preset, m.params)
     for t in spec.steps:
         if t < 1 or info.num_classes % t:
@@ -186,10 +187,11 @@ def run_continual(spec: ContinualSpec, store: ResultStore, tracker, device: str 
                                 **{f"resolved.{k}": str(v) for k, v in method["resolved_config"].items()}})
             for t, classes in enumerate(blocks):
                 seed = derive_seed(spec.seed, "continual-memory", s, T, t)
-                pid = {"task": "continual", "method": m.name, "version": cls.version, "config": cfg.model_dump(mode="json"),
-                       "data": info.to_dict(), "classes": classes, "ipc": spec.ipc, "arch": arch_identity(arch), "seed": seed,
-                       "precision": spec.precision, "budget": {k: getattr(b, k) for k in ("distill_iterations", "selector_epochs")
-                                                               if getattr(b, k) is not None}}
+                pid = {"task": "continual", "method": m.name, "version": cls.version,
+                       "config": cfg.model_dump(mode="json"), "data": info.to_dict(), "classes": classes,
+                       "ipc": spec.ipc, "arch": arch_identity(arch), "seed": seed, "precision": spec.precision,
+                       "budget": {k: getattr(b, k) for k in ("distill_iterations", "selector_epochs")
+                                  if getattr(b, k) is not None}}
                 ph = short_hash(pid)
                 path = store.synset_path(ph)
                 if path.exists():
@@ -267,7 +269,8 @@ def continual_csv(rows: list[dict]) -> str:
     from .tables import method_label
 
     df = pd.DataFrame(rows)
-    df["method_label"] = [method_label(d, p, q) for d, p, q in zip(df.method_display, df.method_preset, df.params_label)]
+    df["method_label"] = [method_label(d, p, q)
+                          for d, p, q in zip(df.method_display, df.method_preset, df.params_label)]
     cols = ["method_label", "dataset", "ipc", "steps", "order", "step", "classes_seen", "n_memory", "model_index",
             "test_acc", "arch_eval", "protocol", "budget", "epochs", "method"]
     return df[cols].sort_values(cols[:9]).to_csv(index=False, float_format="%.4f")

@@ -220,8 +220,10 @@ class ImageMatchingRun:
         self.loop.done(it, metrics, self.state)
 
     def result(self, meta: dict[str, Any]) -> SyntheticSet:
-        meta = {"iterations": self.loop.total, **meta, "wall_s": self.loop.wall_s, "resumed_from": self.loop.resumed_from}
-        return SyntheticSet(self.syn.detach().cpu(), self.labels, self.info.name, self.info.mean, self.info.std, meta=meta)
+        meta = {"iterations": self.loop.total, **meta, "wall_s": self.loop.wall_s,
+                "resumed_from": self.loop.resumed_from}
+        return SyntheticSet(self.syn.detach().cpu(), self.labels, self.info.name, self.info.mean, self.info.std,
+                            meta=meta)
 
 
 def images_state(syn: torch.Tensor, opt: torch.optim.Optimizer, gens: Mapping[str, torch.Generator],
@@ -348,7 +350,8 @@ def initial_images(kind: str, real: RealData, ipc: int, generator: torch.Generat
     return s.images.cpu(), s.labels.cpu()
 
 
-def init_quadrants(real: RealData, ipc: int, generator: torch.Generator, factor: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+def init_quadrants(real: RealData, ipc: int, generator: torch.Generator,
+                   factor: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """IDM ``aug`` init: every synthetic image is tiled from ``factor**2`` independent random
     real images of its class, each downscaled (bilinear) into one cell; cells are filled
     in the IDM order (TL, BL, TR, BR: column-major), matching ``Decode(order='idm')``."""

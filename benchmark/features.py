@@ -140,7 +140,8 @@ def extractor_dir(ctx) -> Path:
 
 def _atomic_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")  # torch rejects dot-names without a suffix
+    # torch rejects dot-names without a suffix
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
     os.close(fd)
     try:
         torch.save(obj, tmp)
@@ -271,7 +272,8 @@ def _layer_fn(model: torch.nn.Module, layer: str):
 
 @torch.no_grad()
 def compute_features(model: torch.nn.Module, real: RealData, layer: str = "embed", device="cpu",
-                     batch_size: int = 500, progress: Progress = NullProgress(), desc: str = "features") -> torch.Tensor:
+                     batch_size: int = 500, progress: Progress = NullProgress(),
+                     desc: str = "features") -> torch.Tensor:
     """[N, d] float32 features of every image of ``real`` (CPU tensor), eval mode, no augmentation."""
     model.eval()
     fn = _layer_fn(model, layer)

@@ -94,7 +94,8 @@ def _init_kmeanspp(x, x2, k, valid, generator):
     first = _sample_weighted(w, generator)
     centers = torch.empty(B, k, d, dtype=x.dtype, device=x.device)
     centers[:, 0] = x[ar, first]
-    closest = (x2 - 2.0 * torch.einsum("bnd,bd->bn", x, centers[:, 0]) + centers[:, 0].pow(2).sum(-1, keepdim=True)).clamp_min_(0.0)
+    closest = (x2 - 2.0 * torch.einsum("bnd,bd->bn", x, centers[:, 0])
+               + centers[:, 0].pow(2).sum(-1, keepdim=True)).clamp_min_(0.0)
     closest = closest * w
     for j in range(1, k):
         nxt = _sample_weighted(closest, generator)

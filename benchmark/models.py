@@ -205,7 +205,8 @@ class ResNet(FeatureNet):
                  norm: str = "instancenorm", ap: bool = False, widths=(64, 128, 256, 512)):
         super().__init__()
         w0 = widths[0]
-        stem = [nn.Conv2d(channels, w0, 3, stride=1, padding=1, bias=False), make_norm(norm, w0, (1, 1)), nn.ReLU(inplace=True)]
+        stem = [nn.Conv2d(channels, w0, 3, stride=1, padding=1, bias=False), make_norm(norm, w0, (1, 1)),
+                nn.ReLU(inplace=True)]
         blocks: list[nn.Module] = [nn.Sequential(*stem)]
         c_in = w0
         for i, (c, n) in enumerate(zip(widths, layers)):
@@ -273,7 +274,8 @@ class TimmNet(FeatureNet):
         try:
             import timm
         except ImportError:
-            raise UnknownNameError("arch", f"timm:{name}", ["(install the `timm` extra: pip install 'dbench[timm]')"]) from None
+            raise UnknownNameError("arch", f"timm:{name}",
+                                   ["(install the `timm` extra: pip install 'dbench[timm]')"]) from None
         self.net = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=channels)
         self.blocks = nn.ModuleList()
         self.classifier = self.net.get_classifier()
@@ -333,13 +335,16 @@ def _convnet(**kw):
 _reg("ConvNet", "ConvNet-3", "ConvNet-3: 3x[conv128-instancenorm-relu-avgpool] + linear (the default)", _convnet())
 for _d in (1, 2, 3, 4, 5):
     _reg(f"ConvNetD{_d}", f"ConvNet-{_d}", f"ConvNet of depth {_d}", _convnet(depth=_d))
-    _reg(f"ConvNetD{_d}BN", f"ConvNet-{_d}-BN", f"ConvNet of depth {_d} with BatchNorm", _convnet(depth=_d, norm="batchnorm"))
+    _reg(f"ConvNetD{_d}BN", f"ConvNet-{_d}-BN", f"ConvNet of depth {_d} with BatchNorm",
+         _convnet(depth=_d, norm="batchnorm"))
 for _w in (32, 64, 128, 256):
     _reg(f"ConvNetW{_w}", f"ConvNet-3-W{_w}", f"ConvNet of width {_w}", _convnet(width=_w))
 for _tag, _act in (("AS", "sigmoid"), ("AR", "relu"), ("AL", "leakyrelu"), ("ASwish", "swish")):
     _reg(f"ConvNet{_tag}", f"ConvNet-3-{_act}", f"ConvNet with {_act} activation", _convnet(act=_act))
-_reg("ConvNetASwishBN", "ConvNet-3-swish-BN", "ConvNet with swish and BatchNorm", _convnet(act="swish", norm="batchnorm"))
-for _tag, _norm in (("NN", "none"), ("BN", "batchnorm"), ("LN", "layernorm"), ("IN", "instancenorm"), ("GN", "groupnorm")):
+_reg("ConvNetASwishBN", "ConvNet-3-swish-BN", "ConvNet with swish and BatchNorm",
+     _convnet(act="swish", norm="batchnorm"))
+for _tag, _norm in (("NN", "none"), ("BN", "batchnorm"), ("LN", "layernorm"), ("IN", "instancenorm"),
+                    ("GN", "groupnorm")):
     _disp = {"BN": "ConvNet-3-BN", "IN": "ConvNet-3"}.get(_tag, f"ConvNet-3-{_tag}")
     _reg(f"ConvNet{_tag}", _disp, f"ConvNet with {_norm}", _convnet(norm=_norm))
 for _tag, _pool in (("NP", "none"), ("MP", "maxpooling"), ("AP", "avgpooling")):
@@ -351,7 +356,8 @@ _reg("AlexNetBN", "AlexNet-BN", "AlexNet with BatchNorm", lambda ch, k, hw: Alex
 _reg("VGG11", "VGG-11", "VGG-11 with instancenorm (GroupNorm(C,C))", lambda ch, k, hw: VGG11(ch, k, hw))
 _reg("VGG11BN", "VGG-11-BN", "VGG-11 with BatchNorm", lambda ch, k, hw: VGG11(ch, k, hw, norm="batchnorm"))
 _reg("ResNet18", "ResNet-18", "CIFAR ResNet-18 with instancenorm", lambda ch, k, hw: ResNet(ch, k, hw))
-_reg("ResNet18BN", "ResNet-18-BN", "CIFAR ResNet-18 with BatchNorm", lambda ch, k, hw: ResNet(ch, k, hw, norm="batchnorm"))
+_reg("ResNet18BN", "ResNet-18-BN", "CIFAR ResNet-18 with BatchNorm",
+     lambda ch, k, hw: ResNet(ch, k, hw, norm="batchnorm"))
 _reg("ResNet18BN_AP", "ResNet-18-BN-AP", "ResNet-18-BN with avg-pool downsampling (DC variant)",
      lambda ch, k, hw: ResNet(ch, k, hw, norm="batchnorm", ap=True))
 _reg("ResNet18_AP", "ResNet-18-AP", "ResNet-18 (instancenorm) with avg-pool downsampling (MTT/IDM eval pool)",
@@ -372,8 +378,9 @@ EVAL_POOLS: dict[str, tuple[str, ...]] = {
 }
 
 _LOWER = {k.lower(): k for k in ARCHS}
-_LOWER.update({"convnet3": "ConvNet", "convnet3_bn": "ConvNetBN", "convnet4": "ConvNetD4", "convnet4_bn": "ConvNetD4BN",
-               "resnet18_bn": "ResNet18BN", "alexnet_bn": "AlexNetBN", "vgg11_bn": "VGG11BN", "resnet10_bn": "ResNet10BN",
+_LOWER.update({"convnet3": "ConvNet", "convnet3_bn": "ConvNetBN", "convnet4": "ConvNetD4",
+               "convnet4_bn": "ConvNetD4BN", "resnet18_bn": "ResNet18BN", "alexnet_bn": "AlexNetBN",
+               "vgg11_bn": "VGG11BN", "resnet10_bn": "ResNet10BN",
                "densenet_cifar": "DenseNet121_cifar_k12"})
 
 

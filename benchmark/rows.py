@@ -143,7 +143,8 @@ def cell_base_row(cell, info, resolved_protocol, device, *, n_train: int, n_stor
     cfg = cls.Config(**cell.method_config)
     return {
         "task": "grid", "cell_hash": cell.hash, "synset_hash": cell.synset_hash, "cell_key": cell.key,
-        "grid": cell.grid, **method_fields(cls, cell.method_preset, cfg, info, cell.ipc, cell.budget, cell.arch_distill),
+        "grid": cell.grid,
+        **method_fields(cls, cell.method_preset, cfg, info, cell.ipc, cell.budget, cell.arch_distill),
         **data_fields(info, cell.arch_eval), "ipc": cell.ipc,
         **protocol_fields(cell.protocol_name, resolved_protocol), **budget_fields(cell.budget),
         "exp": cell.exp, "set_seed": cell.seed, "epochs": resolved_protocol.epochs, "n_train_images": n_train,

@@ -204,7 +204,8 @@ class RepresentativeSampler:
         dev = torch.device(self.device)
         for s in range(0, idx.numel(), self.cfg.embed_batch):
             b = idx[s:s + self.cfg.embed_batch]
-            x = self.real.pixels(b, dev) if self.cfg.features == "raw" else self.real.normalize(self.real.images[b], dev)
+            x = (self.real.pixels(b, dev) if self.cfg.features == "raw"
+                 else self.real.normalize(self.real.images[b], dev))
             with autocast(dev, self.precision):  # type: ignore[arg-type]
                 out.append(net.embed(x).float())
         return torch.cat(out)

@@ -156,7 +156,8 @@ class TuneSpec(BaseModel):
                "budget": self.budget, **({"budget_overrides": self.budget_overrides} if self.budget_overrides else {}),
                "num_exp": 1, "num_eval": self.num_eval, "seed": self.seed, "precision": self.precision}
         head = (f"# Written by `dbench tune` (study {study}): the parameters with the best\n"
-                f"# validation accuracy, {value:.2f}% on {self.validation_per_class} held-out training images per class.\n"
+                f"# validation accuracy, {value:.2f}% on {self.validation_per_class} "
+                f"held-out training images per class.\n"
                 f"# Run it to measure the test accuracy beside random: dbench run --grid <this file>\n")
         return head + yaml.safe_dump(doc, sort_keys=False)
 
@@ -218,7 +219,8 @@ def _storage(url: str | None, root: Path):
                      {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=2)})
             return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180, **retry)
     except Exception as e:  # noqa: BLE001
-        raise DbenchError(f"Optuna storage {url!r} is not usable ({type(e).__name__}: {e}). Pass another --storage.") from None
+        raise DbenchError(f"Optuna storage {url!r} is not usable ({type(e).__name__}: {e}). "
+                          "Pass another --storage.") from None
 
 
 def requeue_interrupted(study) -> int:
@@ -252,7 +254,8 @@ def run_tune(spec: TuneSpec, results_root: Path, tracker, opts: RunOptions, prog
     probe = optuna.load_study(study_name=name, storage=st) if name in optuna.get_all_study_names(st) else None
     n_before = len(probe.get_trials(deepcopy=False)) if probe else 0
     seed = derive_seed(spec.seed, "tune-sampler", n_before) % 2**32  # deterministic given the study's history
-    sampler = optuna.samplers.TPESampler(seed=seed) if spec.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed)
+    sampler = (optuna.samplers.TPESampler(seed=seed) if spec.sampler == "tpe"
+               else optuna.samplers.RandomSampler(seed=seed))
     study = optuna.create_study(study_name=name, storage=st, sampler=sampler, direction="maximize", load_if_exists=True)
     study.set_user_attr("spec", spec.model_dump(mode="json"))
     requeue_interrupted(study)

@@ -73,8 +73,9 @@ def test_peak_rss_of_loaded_cifar10(benchmark, shared_data):
         f"s=DataSource(pathlib.Path('{shared_data}'),download=False);tr=load_dataset('cifar10',True,s);te=load_dataset('cifar10',False,s);"
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss-b)/1024, tr.nbytes()/2**20)"
     )
-    out = benchmark.pedantic(lambda: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout,
-                             rounds=1, iterations=1)
+    out = benchmark.pedantic(
+        lambda: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout,
+        rounds=1, iterations=1)
     delta_mib, data_mib = map(float, out.split())
     benchmark.extra_info.update(peak_rss_delta_mib=delta_mib, uint8_data_mib=data_mib)
     assert data_mib < 160

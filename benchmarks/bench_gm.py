@@ -107,7 +107,9 @@ def _idc_inner_step(real: RealData, precision: str, with_net_update: bool = True
             idx = stream.next()
             return norm(real.pixels(idx)), real.labels[idx]
 
-        aug = lambda x: A.apply(x, A.sample_idc("color_crop", x.shape[0], (32, 32), g, siamese=False))
+        def aug(x):
+            return A.apply(x, A.sample_idc("color_crop", x.shape[0], (32, 32), g, siamese=False))
+
         train_steps(net, opt_net, batch, 2000, aug, g, cutmix_p=0.5, precision=precision)
     return total, image_update_s
 

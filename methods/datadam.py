@@ -87,7 +87,8 @@ class DataDAM(DistillMethod):
                 l_att, l_emb = datadam_loss(net, run.sampler, run.aug, run.syn, k, cfg.batch_real, cfg.power,
                                             cfg.attention_norm, ctx.device, ctx.precision, ctx.channels_last)
                 loss = cfg.attention_weight * (l_att + cfg.task_balance * l_emb)
-                run.step(loss, it, {"loss": loss.detach(), "loss_attention": l_att.detach(), "loss_embed": l_emb.detach()})
+                run.step(loss, it, {"loss": loss.detach(), "loss_attention": l_att.detach(),
+                                    "loss_embed": l_emb.detach()})
         finally:
             run.loop.close()
         return run.result({"resolved": r})

@@ -152,7 +152,8 @@ class _GradientMatching(DistillMethod):
         def snapshot():
             return SyntheticSet(syn.detach().cpu().clone(), labels.clone(), info.name, info.mean, info.std)
 
-        loop = DistillLoop(ctx, key, r["iterations"], fingerprint=f"{key}/{self.version}/{cfg.model_dump_json()}/ipc{ipc}/{r}",
+        loop = DistillLoop(ctx, key, r["iterations"],
+                           fingerprint=f"{key}/{self.version}/{cfg.model_dump_json()}/ipc{ipc}/{r}",
                            eval_every=cfg.eval_every, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
                            snapshot=snapshot)
         start = loop.resume(restore)

@@ -66,9 +66,10 @@ class DREAM(IDC):
                                    "(defaults; docs/fidelity.md): distinct representatives (representative_pick: topk "
                                    "for the official argmin), CIFAR-100 own stats (norm_stats), clamped final set "
                                    "(clamp_final)"},
-        "sampler_only": {"init": "first", "provenance": f"DREAM+ Table 3 ablation: representative matching alone; "
-                                                        f"{_DREAM} condense.py --match grad --f2_init random (factor 2) "
-                                                        "/ --init random (factor 1)"},
+        "sampler_only": {"init": "first",
+                         "provenance": f"DREAM+ Table 3 ablation: representative matching alone; "
+                                       f"{_DREAM} condense.py --match grad --f2_init random (factor 2) "
+                                       "/ --init random (factor 1)"},
         "init_only": {"sampler": "cyclic", "batch_real": 64,
                       "provenance": "no official code (DREAM's condense.py always samples representatives): DREAM+ "
                                     "Table 3 ablation, clustering init alone with IDC's sampling"},
@@ -96,6 +97,7 @@ class DREAMPlus(IDC):
                                    "representatives, per_cluster > 1 from the centroid's own cluster "
                                    "(representative_pick: topk for query_match's nearest over the class), CIFAR-100 "
                                    "own stats (norm_stats), clamped final set (clamp_final)"},
-        "paper": {"iterations": 1200, "provenance": "DREAM+ paper Sec. 4.1 (1,200 matching iterations x 100 inner loops)"},
+        "paper": {"iterations": 1200,
+                  "provenance": "DREAM+ paper Sec. 4.1 (1,200 matching iterations x 100 inner loops)"},
         "tinyimagenet": {**_TINY, "warmup_batch": 64, "provenance": _TINY_NOTE + "; warm-up batch = batch_real"},
     }

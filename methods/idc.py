@@ -171,7 +171,8 @@ class IDC(DistillMethod):
     PRESETS = {
         "official": {"provenance": f"{_IDC} condense.py / argument.py --reproduce: niter 2000, inner_loop 100, "
                                    "batch_real 64, factor 2, mse (CIFAR/SVHN) or l1 ((Fashion-)MNIST), lr_img 5e-3 / "
-                                   "1e-4 x ipc/10 x (size/base)^2 (base 28 for MNIST only, 32 else), n_data 2000 / 500, "
+                                   "1e-4 x ipc/10 x (size/base)^2 (base 28 for MNIST only, 32 else), "
+                                   "n_data 2000 / 500, "
                                    "mixup_net cut, mix_p 0.5, init mix. Deviations (defaults; docs/fidelity.md): "
                                    "CIFAR-100 normalised with its own stats (norm_stats: official for CIFAR-10's), "
                                    "final set clamped to [0, 1] (clamp_final: false for the official unclamped one)"},
@@ -245,7 +246,8 @@ class IDC(DistillMethod):
         decode = Decode(factor=cfg.factor, order="idc")
         if not cfg.clamp_final and any(s % cfg.factor for s in info.im_size):
             raise ConfigError(f"clamp_final: false stores the set normalised, which decodes like the official pixel "
-                              f"set only when the image size {tuple(info.im_size)} is a multiple of factor {cfg.factor}.")
+                              f"set only when the image size {tuple(info.im_size)} "
+                              f"is a multiple of factor {cfg.factor}.")
 
         def new_net(i: int):
             net = ctx.new_model(f"{key}/net/{i}").train()
@@ -253,7 +255,8 @@ class IDC(DistillMethod):
                                   weight_decay=cfg.net_weight_decay)
             if cfg.warmup_epochs > 0:  # DREAM+: one full real epoch before the net is used
                 warm = CyclicBatches([torch.arange(len(real))], cfg.warmup_batch, g["net"])
-                train_steps(net, opt, lambda: self._real_batch(real, warm, dev, norm), int(cfg.warmup_epochs * len(real)),
+                train_steps(net, opt, lambda: self._real_batch(real, warm, dev, norm),
+                            int(cfg.warmup_epochs * len(real)),
                             self._net_aug(r, info, g["net"]), g["net"], cutmix_p=r["mix_p"], precision=prec, cl=cl)
             return net, opt
 
@@ -280,7 +283,8 @@ class IDC(DistillMethod):
         def snapshot():
             return self._result_set(syn, labels.clone(), decode, info)
 
-        loop = DistillLoop(ctx, key, r["iterations"], fingerprint=f"{key}/{self.version}/{cfg.model_dump_json()}/ipc{ipc}/{r}",
+        loop = DistillLoop(ctx, key, r["iterations"],
+                           fingerprint=f"{key}/{self.version}/{cfg.model_dump_json()}/ipc{ipc}/{r}",
                            eval_every=cfg.eval_every, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
                            snapshot=snapshot)
         start = loop.resume(restore)

@@ -37,8 +37,16 @@ from pydantic import PositiveInt
 
 from benchmark.api import DistillMethod, register_method
 from benchmark.data import RealData
-from benchmark.distill import (DistillLoop, ImageMatchingConfig, SiameseAug, freeze, generator_states,
-                               init_quadrants, initial_images, restore_generators)
+from benchmark.distill import (
+    DistillLoop,
+    ImageMatchingConfig,
+    SiameseAug,
+    freeze,
+    generator_states,
+    init_quadrants,
+    initial_images,
+    restore_generators,
+)
 from benchmark.fields import init_name
 from benchmark.losses import ce_regulariser, mean_embedding_mmd
 from benchmark.runtime import autocast, channels_last, compiled_embed, compiled_logits_and_ce, logits_and_ce
@@ -201,9 +209,11 @@ class IDM(DistillMethod):
             queue.pushed = int(s["queue/pushed"])
 
         def snapshot():
-            return SyntheticSet(syn.detach().cpu().clone(), labels.clone(), info.name, info.mean, info.std, decode=decode)
+            return SyntheticSet(syn.detach().cpu().clone(), labels.clone(), info.name, info.mean, info.std,
+                                decode=decode)
 
-        loop = DistillLoop(ctx, "idm", r["iterations"], fingerprint=f"idm/{self.version}/{cfg.model_dump_json()}/ipc{ipc}/{r}",
+        loop = DistillLoop(ctx, "idm", r["iterations"],
+                           fingerprint=f"idm/{self.version}/{cfg.model_dump_json()}/ipc{ipc}/{r}",
                            eval_every=cfg.eval_every, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
                            snapshot=snapshot)
         start = loop.resume(restore)

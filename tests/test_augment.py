@@ -25,7 +25,8 @@ def test_siamese_params_give_identical_transforms(family):
 
 def test_seeded_sampling_is_deterministic_and_seed_dependent():
     x = _x()
-    outs = [A.apply(x, A.sample_dsa(STRAT, 6, (16, 16), torch.Generator().manual_seed(s), siamese=False)) for s in (1, 1, 2)]
+    outs = [A.apply(x, A.sample_dsa(STRAT, 6, (16, 16), torch.Generator().manual_seed(s), siamese=False))
+            for s in (1, 1, 2)]
     assert torch.equal(outs[0], outs[1])
     assert not torch.equal(outs[0], outs[2])
 
@@ -95,7 +96,8 @@ def test_dc_augment_and_cutmix():
 
 
 def test_kornia_zca_whitens_training_data():
-    x = torch.randn(400, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * torch.tensor([1.0, 3.0, 0.5]).view(1, 3, 1, 1)
+    x = (torch.randn(400, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+         * torch.tensor([1.0, 3.0, 0.5]).view(1, 3, 1, 1))
     zca = A.fit_zca(x, eps=1e-3)
     w = zca(x).flatten(1)
     cov = torch.cov(w.T)

@@ -94,7 +94,8 @@ def test_missing_dataset_is_one_line(tmp_path):
 
 def test_existing_results_survive_bad_input(tmp_path):
     store = tmp_path / "store"
-    assert _run("run", "--grid", FIX / "tiny.yaml", "--results-dir", store, "--no-mlflow", "--only", "method=full").exit_code == 0
+    assert _run("run", "--grid", FIX / "tiny.yaml", "--results-dir", store, "--no-mlflow",
+                "--only", "method=full").exit_code == 0
     snapshot = {p: p.read_bytes() for p in store.rglob("*") if p.is_file()}
     g = tmp_path / "g.yaml"
     g.write_text("name: tiny\nmethods: [random]\ndatasets: [digits]\nipc: [1]\nnum_eval: -3\n")

@@ -10,8 +10,16 @@ from typer.testing import CliRunner
 
 import benchmark.continual as cl
 from benchmark.cli import app
-from benchmark.continual import (ContinualSpec, class_order, class_subset, continual_table, load_continual,
-                                 run_continual, seen_test, step_classes)
+from benchmark.continual import (
+    ContinualSpec,
+    class_order,
+    class_subset,
+    continual_table,
+    load_continual,
+    run_continual,
+    seen_test,
+    step_classes,
+)
 from benchmark.data import load_dataset
 from benchmark.errors import ConfigError
 from benchmark.store import ResultStore
@@ -74,8 +82,8 @@ def test_run_builds_memory_per_step_resumes_and_tabulates(tmp_path, monkeypatch)
     rows = run_continual(spec, store, NullTracker(), device="cpu")
     blocks = step_classes(class_order(10, 0), 2)
     assert calls == [(n, tuple(b)) for n in ("random", "dm") for b in blocks]  # each step sees only its classes
-    assert len(rows) == 4 and {(r["method_label"], r["step"]) for r in rows} == {(m, t) for m in ("random", "dm.official")
-                                                                          for t in (1, 2)}
+    assert len(rows) == 4 and {(r["method_label"], r["step"]) for r in rows} == {
+        (m, t) for m in ("random", "dm.official") for t in (1, 2)}
     assert {r["params_label"] for r in rows} == {"", "batch_real=16"}
     assert {r["resolved_config"].get("lr_img") for r in rows if r["method"] == "dm"} == {1.0}
     assert {r["n_memory"] for r in rows if r["step"] == 2} == {2 * 10}  # memory grows: 5 + 5 classes x ipc 2

@@ -9,7 +9,8 @@ def test_protocol_presets_and_dc_rules():
     assert set(PROFILES.list()) >= {"dc", "dsa", "dm", "idc", "idm", "datadam"}
     dsa = get_protocol("dsa").resolve(get_info("mnist"), "ConvNet")
     assert dsa.dsa_strategy == "color_crop_cutout_scale_rotate" and dsa.epochs == 1000 and dsa.batch_size == 256
-    assert get_protocol("dsa").resolve(get_info("cifar10"), "ConvNet").dsa_strategy == "color_crop_cutout_flip_scale_rotate"
+    assert (get_protocol("dsa").resolve(get_info("cifar10"), "ConvNet").dsa_strategy
+            == "color_crop_cutout_flip_scale_rotate")
     dc_cifar = get_protocol("dc").resolve(get_info("cifar10"), "ConvNet")
     assert dc_cifar.aug == "none" and dc_cifar.epochs == 300
     dc_mnist = get_protocol("dc").resolve(get_info("mnist"), "ConvNet")

@@ -114,7 +114,8 @@ def test_idc_protocol_rule_depends_on_the_factor():
     f1 = get_protocol("idc").resolve(mnist, "ConvNet", factor=1)
     assert f1.cutmix_p == 0.5 and f1.dsa_strategy == "color_crop_scale_rotate"  # flip and cutout removed
     i = get_protocol("idc_i").resolve(mnist, "ConvNet")
-    assert (i.cutmix_p, i.dsa_strategy, i.epochs, i.batch_size) == (f1.cutmix_p, f1.dsa_strategy, f1.epochs, f1.batch_size)
+    assert ((i.cutmix_p, i.dsa_strategy, i.epochs, i.batch_size)
+            == (f1.cutmix_p, f1.dsa_strategy, f1.epochs, f1.batch_size))
     f2 = get_protocol("idc").resolve(mnist, "ConvNet", factor=2)
     assert f2.cutmix_p == 0.0 and f2.dsa_strategy == "color_crop_scale_rotate"
     assert get_protocol("idc").resolve(mnist, "ConvNet") == f2  # unknown factor: IDC's 2
@@ -265,7 +266,8 @@ def test_dream_and_dream_plus_cite_the_commit_that_has_their_code():
     for key in ("dream", "dream_plus"):
         for name, p in get_method(key).PRESETS.items():
             assert "9032bd0" not in p["provenance"], (key, name)
-    assert "lyq312318224/DREAM@595e3c1 condense_improve.py" in get_method("dream_plus").PRESETS["official"]["provenance"]
+    assert ("lyq312318224/DREAM@595e3c1 condense_improve.py"
+            in get_method("dream_plus").PRESETS["official"]["provenance"])
 
 
 def test_samplers_cite_where_query_and_query_match_live():

@@ -88,3 +88,27 @@ def test_shipped_grids_validate():
 def test_method_string_with_preset():
     g = GridSpec(name="x", methods=["random.default"], datasets=["digits"])
     assert g.methods[0].preset == "default" and expand(g)[0].key.startswith("random.default/")
+
+
+@pytest.mark.parametrize("included,match", [
+    ("name: [unclosed\n", "malformed YAML"),
+    ("- just\n- a list\n", "top level must be a mapping"),
+    (None, "included grid file not found"),
+])
+def test_bad_include_is_one_line(tmp_path, included, match):
+    if included is not None:
+        (tmp_path / "base.yaml").write_text(included)
+    p = tmp_path / "g.yaml"
+    p.write_text("include: base.yaml\nname: g\nmethods: [random]\ndatasets: [digits]\n")
+    with pytest.raises(ConfigError, match=match) as e:
+        load_grid(p)
+    assert "\n" not in str(e.value) and "base.yaml" in str(e.value)
+
+
+def test_include_merges_and_old_preset_key_still_works(tmp_path):
+    (tmp_path / "base.yaml").write_text("name: base\nmethods: [random]\ndatasets: [digits]\nipc: [1]\npreset: dm\n")
+    p = tmp_path / "g.yaml"
+    p.write_text("include: base.yaml\nname: g\nprecision: bf16\n")
+    with pytest.warns(UserWarning, match="'preset: dm' is now 'protocol: dm'"):
+        g = load_grid(p)
+    assert g.name == "g" and g.protocol == "dm" and g.precision == "bf16" and g.ipc == [1]

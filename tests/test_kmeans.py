@@ -58,7 +58,8 @@ def test_kmeanspp_never_seeds_duplicates_and_random_init_distinct():
     x = torch.cat([torch.zeros(20, 3), torch.eye(3)])  # 20 identical points + 3 others
     r = kmeans(x, 4, generator=make_generator(0, "k"), max_iter=1)
     assert torch.unique(r.centers, dim=0).shape[0] == 4
-    r2 = kmeans(torch.randn(50, 3, generator=make_generator(0, "x")), 50, generator=make_generator(0, "k"), init="random", max_iter=1)
+    r2 = kmeans(torch.randn(50, 3, generator=make_generator(0, "x")), 50, generator=make_generator(0, "k"),
+                init="random", max_iter=1)
     assert torch.unique(r2.centers, dim=0).shape[0] == 50
 
 

@@ -52,7 +52,8 @@ def test_row_names_every_value(finished):
 
     assert dm["method_config"]["dsa_strategy"] is None
     assert dm["resolved_config"]["dsa_strategy"] == get_info("digits").dsa_strategy
-    assert dm["method_params"] == {"batch_real": 8, "iterations": 2} and dm["params_label"] == "batch_real=8, iterations=2"
+    assert (dm["method_params"] == {"batch_real": 8, "iterations": 2}
+            and dm["params_label"] == "batch_real=8, iterations=2")
     assert dm["method"] == "dm" and dm["method_label"] == "dm.official" and dm["method_display"] == "DM"
     assert "main_DM.py" in dm["provenance"]
     # the protocol as it trained (the DSA strategy that ran, never None) and the budget as data
@@ -76,7 +77,8 @@ def test_mlflow_shows_the_resolved_values(finished):
         filter_string=f"tags.`dbench.cell_hash` = '{dm['cell_hash']}'")
     p = runs[0].data.params
     assert p["method_config.lr_img"] == "None" and p["resolved.lr_img"] == "1.0"
-    assert p["resolved.iterations"] == "2" and p["protocol_resolved.dsa_strategy"] == dm["protocol_config"]["dsa_strategy"]
+    assert (p["resolved.iterations"] == "2"
+            and p["protocol_resolved.dsa_strategy"] == dm["protocol_config"]["dsa_strategy"])
     assert p["row.arch_distill"] == "ConvNet"
 
 
@@ -164,4 +166,5 @@ def test_committed_leaderboards_regenerate_from_their_rows(tmp_path):
             assert r.exit_code == 0, r.output
             for ext in ("md", "csv", "tex"):
                 if (board / f"{stem}.{ext}").exists():
-                    assert (tmp_path / f"{stem}.{ext}").read_text() == (board / f"{stem}.{ext}").read_text(), (stem, ext)
+                    assert ((tmp_path / f"{stem}.{ext}").read_text()
+                            == (board / f"{stem}.{ext}").read_text()), (stem, ext)

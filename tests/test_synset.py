@@ -47,7 +47,8 @@ def test_pt_import_is_weights_only(tmp_path):
     info = get_info("cifar10")
     torch.save({"images": torch.zeros(10, 3, 32, 32), "labels": torch.arange(10)}, tmp_path / "ok.pt")
     assert len(SyntheticSet.load(tmp_path / "ok.pt", info)) == 10
-    torch.save({"data": [[torch.zeros(10, 3, 32, 32), torch.arange(10)]], "accs_all_exps": {}}, tmp_path / "res_vico.pt")
+    torch.save({"data": [[torch.zeros(10, 3, 32, 32), torch.arange(10)]], "accs_all_exps": {}},
+               tmp_path / "res_vico.pt")
     assert len(SyntheticSet.load(tmp_path / "res_vico.pt", info)) == 10
     torch.save({"images": Evil(), "labels": torch.arange(10)}, tmp_path / "evil.pt")
     with pytest.raises(ArtifactError, match="cannot load as a tensor file"):

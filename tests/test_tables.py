@@ -184,4 +184,5 @@ def test_precision_pairs_pair_networks_and_flag_only_real_shifts():
     shifted = [dict(x, test_acc=x["test_acc"] + (3.0 if x["precision"] == "bf16" else 0.0)) for x in rows]
     assert precision_pairs(shifted).iloc[0].verdict == "shift"
     # an unpaired network (no bf16 twin) is left out, never compared across seeds
-    assert precision_pairs(rows + [dict(base, set_seed=2, model_index=0, precision="fp32", test_acc=10.0)]).iloc[0].n_pairs == 4
+    assert precision_pairs(
+        rows + [dict(base, set_seed=2, model_index=0, precision="fp32", test_acc=10.0)]).iloc[0].n_pairs == 4

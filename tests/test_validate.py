@@ -75,7 +75,8 @@ def test_validate_rejects_in_one_line(tmp_path, methods, top, expect):
 
 
 @pytest.mark.parametrize("methods,top", [
-    ([{"name": "dm", "params": {"init": "herding", "init_params": {"extractor": {"epochs": 1, "arch": "convnet"}}}}], {}),
+    ([{"name": "dm", "params": {"init": "herding",
+                                "init_params": {"extractor": {"epochs": 1, "arch": "convnet"}}}}], {}),
     ([{"name": "idm", "params": {"init": "aug"}}, {"name": "idc", "params": {"init": "kmeans_net"}}], {}),
     ([{"name": "dc", "params": {"init": "real", "dsa_strategy": "none"}}], {}),
     ([{"name": "datadam", "preset": "paper", "params": {"arch": "ConvNetBN", "dsa_strategy": "color_crop"}}], {}),
