@@ -82,7 +82,9 @@ class RunContext:
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:
         """Atomic write of a dict of tensors / plain values (loadable with weights_only)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.workdir, prefix=".tmp-ckpt-", suffix=".pt")
+        from .claims import tmp_prefix
+
+        fd, tmp = tempfile.mkstemp(dir=self.workdir, prefix=tmp_prefix() + "ckpt-", suffix=".pt")
         os.close(fd)
         try:
             torch.save(dict(state), tmp)

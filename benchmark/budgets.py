@@ -83,8 +83,15 @@ def resolve_budget(name: str, overrides: dict | None = None) -> Budget:
     base = BUDGETS.get(name)
     if not overrides:
         return base
+    fields = sorted(k for k in Budget.model_fields if k not in ("name", "description"))
+    unknown = sorted(str(k) for k in overrides if k not in fields)
+    if unknown:
+        raise ConfigError(f"budget_overrides: unknown field(s) {', '.join(unknown)}; "
+                          f"budget fields: {', '.join(fields)}.")
     try:
         tag = ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
         return Budget.model_validate({**base.model_dump(), **overrides, "name": f"{base.name}[{tag}]"})
     except Exception as e:  # noqa: BLE001
-        raise ConfigError(f"budget overrides {overrides}: {e}") from None
+        errors = getattr(e, "errors", lambda: [])()
+        msg = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in errors) or str(e).splitlines()[0]
+        raise ConfigError(f"budget_overrides {overrides}: {msg}.") from None

@@ -6,6 +6,7 @@ exit with code 2; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -35,6 +36,36 @@ TrackingOpt = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLfl
 NoMlflowOpt = Annotated[bool, typer.Option("--no-mlflow", help="Do not log to MLflow.")]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what batch schedulers send before killing a job), raised in the main thread so
+    it unwinds like Ctrl-C: the write in progress is finished or its temporary file removed,
+    the cell's MLflow run is marked KILLED and its claim released."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a repeated TERM must not cut the clean-up short
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_term)
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _user_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -42,17 +73,33 @@ def _user_errors(fn):
         from .errors import DbenchError
 
         try:
-            return fn(*args, **kwargs)
+            with _sigterm_as_interrupt():
+                return fn(*args, **kwargs)
         except DbenchError as e:
             if debug:
                 raise
             err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except Terminated:
+            err_console.print("[yellow]terminated[/] (SIGTERM): finished cells and models are saved, the cell in "
+                              "progress is marked KILLED in MLflow; rerun the same command to resume.", soft_wrap=True)
+            raise typer.Exit(143) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: finished cells and models are saved; rerun the same command to resume.")
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _note(msg: str) -> None:
+    err_console.print(f"[yellow]note:[/] {msg}", highlight=False, soft_wrap=True)
+
+
+def _check_grid_file(path: Path, what: str = "--grid") -> None:
+    from .errors import ConfigError
+
+    if path.is_dir():
+        raise ConfigError(f"{what} {path}: is a folder; give a grid YAML file (e.g. tables/quickstart.yaml).")
 
 
 def _print_frame(df, title: str | None = None) -> None:
@@ -86,17 +133,20 @@ def run(
     debug: DebugOpt = False,
 ) -> None:
     """Run every cell of a grid (skipping finished ones) and print the leaderboard."""
-    from .data import DataSource, load_dataset
+    from .data import DataSource, check_ipc_fits, load_dataset
     from .grid import expand, load_grid, parse_only
     from .progress import console_progress
     from .runner import RunOptions, run_cells
+    from .runtime import select_device
     from .store import ResultStore
     from .tables import leaderboard, pivot
     from .tracking import make_tracker
 
+    _check_grid_file(grid)
     spec = load_grid(grid)
     cells = expand(spec, budget=budget, only=parse_only(only))
     store = ResultStore(results_dir)
+    store.check(write=False)
     if dry_run:
         import pandas as pd
 
@@ -107,11 +157,22 @@ def run(
     if not cells:
         console.print("[yellow]no cells match the grid and --only filters[/]")
         return
+    dev = select_device(device)  # a device that is not there fails now, not in the first cell
+    store.check(write=True)  # a file, /proc, a read-only file system: before any compute
+    for c in cells:  # an unreadable cell summary or a stray file in rows/ fails here, not mid-grid
+        store.model_indices(c.hash)
+        store.cell_summary(c.hash)
     opts = RunOptions(device=device, data=DataSource.from_env(data_dir), fail_fast=fail_fast)
-    for ds in sorted({c.dataset for c in cells}):  # fail on missing data before any compute is spent
-        load_dataset(ds, True, opts.data)
+    for ds in sorted({c.dataset for c in cells}):  # fail on missing or bad data before any compute is spent
+        train = load_dataset(ds, True, opts.data)
         load_dataset(ds, False, opts.data)
-    tracker = make_tracker(tracking_uri, store.root, enabled=not no_mlflow)
+        sizes = [int(ix.numel()) for ix in train.class_indices]
+        for ipc in sorted({c.ipc for c in cells if c.dataset == ds and c.method_kind != "reference"}):
+            check_ipc_fits(train.info, ipc, sizes)
+    if dev.type == "cpu" and any(c.precision == "fp16" for c in cells):
+        _note("precision fp16 runs as bf16 on the CPU (fp16 autocast needs CUDA); rows record precision bf16.")
+    tracker = make_tracker(tracking_uri, store.root, enabled=not no_mlflow, note=_note)
+    tracker.experiment(spec.name)  # a name MLflow refuses fails now
     console.print(f"[bold]{spec.name}[/]: {len(cells)} cells, budget [cyan]{cells[0].budget.name}[/], "
                   f"protocol [cyan]{cells[0].protocol_name}[/], results in {store.root}, MLflow {tracker.uri}")
     with console_progress(console) as progress:
@@ -141,16 +202,20 @@ def _select_rows(rows: list[dict], cells) -> list[dict]:
 @_user_errors
 def validate(grid: Annotated[Path, typer.Argument(help="Grid YAML.")], budget: BudgetOpt = None, debug: DebugOpt = False) -> None:
     """Check a grid (names, fields, presets) and print its cell count."""
+    from .data import check_ipc_fits, get_info
     from .grid import expand, load_grid
 
+    _check_grid_file(grid, "grid")
     cells = expand(load_grid(grid), budget=budget)
+    for ds, ipc in sorted({(c.dataset, c.ipc) for c in cells if c.method_kind != "reference"}):
+        check_ipc_fits(get_info(ds), ipc)  # the registry's class sizes (a user dataset's: from its train split)
     console.print(f"{grid}: ok, {len(cells)} cells")
 
 
 # ----------------------------------------------------------------------- table
 
 
-VIEWS = ("leaderboard", "efficiency", "cross_arch", "precision")
+VIEWS = ("leaderboard", "efficiency", "cross_arch", "precision", "paired")
 
 
 @app.command()
@@ -169,7 +234,12 @@ def table(
                                       "(IDC for DREAM/DREAM+; the ordinary sampler for `sampler: representative`), "
                                       "with --out also a PNG plot; cross_arch: method x distillation arch rows, "
                                       "one column per evaluation arch and the mean transfer to the others; "
-                                      "precision: fp32 vs bf16 paired on the same sets and networks.")] = "leaderboard",
+                                      "precision: fp32 vs bf16 paired on the same sets and networks; "
+                                      "paired: each method minus random and minus the cell's best, paired on "
+                                      "set seed and network (95% CI, paired t p-value, tie when the CI covers 0), "
+                                      "with DD-Ranking's LRS/ARS from fractions.")] = "leaderboard",
+    lrs_w: Annotated[float, typer.Option("--lrs-w", help="DD-Ranking LRS weight w: alpha = w IOR - (1-w) HLR.")] = 0.5,
+    ars_gamma: Annotated[float, typer.Option("--ars-gamma", help="DD-Ranking ARS weight of the augmented gap.")] = 0.5,
     rows_file: Annotated[Optional[Path], typer.Option("--rows", help="Build from an exported rows file "
                                                       "(<out>/rows/<name>.jsonl) instead of the results store.")] = None,
     results_dir: ResultsOpt = None,
@@ -185,6 +255,7 @@ def table(
         render,
         render_cross_arch,
         render_efficiency,
+        render_paired,
         render_precision,
     )
 
@@ -198,6 +269,8 @@ def table(
         raise ConfigError(f"--out {out}: is a file; give a folder.")
 
     store = ResultStore(results_dir)
+    if rows_file is None:
+        store.check(write=False)
     curves: dict[str, dict] = {}
     if rows_file is not None:
         rows, curves = read_rows_file(rows_file)
@@ -207,6 +280,7 @@ def table(
     elif grid is not None:
         from .grid import expand, load_grid, parse_only
 
+        _check_grid_file(grid)
         spec = load_grid(grid)
         cells = expand(spec, budget=budget, only=parse_only(only))
         rows = _select_rows(list(store.iter_rows({c.hash for c in cells})), cells)
@@ -226,8 +300,10 @@ def table(
         draw, stem = render_efficiency, f"{name}_efficiency"
     elif view == "precision":
         board, draw, stem = rows, render_precision, f"{name}_precision"
+    elif view == "paired":
+        board, draw, stem = leaderboard(rows, lrs_weight=lrs_w, ars_gamma=ars_gamma), render_paired, f"{name}_paired"
     else:
-        board = leaderboard(rows)
+        board = leaderboard(rows, lrs_weight=lrs_w, ars_gamma=ars_gamma)
         draw, stem = (render_cross_arch, f"{name}_cross_arch") if view == "cross_arch" else (render, name)
     text = draw(board, fmt)
     if out is not None:
@@ -281,6 +357,33 @@ def read_rows_file(path: Path) -> tuple[list[dict], dict[str, dict]]:
         except (json.JSONDecodeError, KeyError, TypeError):
             raise ConfigError(f"{path}:{i}: not a dbench rows line; regenerate the file with `dbench table --out`.") from None
     return rows, curves
+
+
+# ------------------------------------------------------------------------ site
+
+
+@app.command()
+@_user_errors
+def site(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the site into (index.html, rows/, img/, "
+                                      "assets/); it opens from file:// with no server or network.")] = Path("site"),
+    rows_files: Annotated[Optional[list[Path]], typer.Option("--rows", help="An exported rows file "
+                                                             "(<out>/rows/<name>.jsonl of `dbench table --out`) or a "
+                                                             "folder of them; repeatable.")] = None,
+    more_rows: Annotated[Optional[list[Path]], typer.Argument(help="More rows files (so that a shell glob after "
+                                                              "--rows works).", show_default=False)] = None,
+    results_dir: ResultsOpt = None,
+    images: Annotated[bool, typer.Option("--images/--no-images", help="Image grids of the synthetic sets found in "
+                                         "the results store (needs torch).")] = True,
+    title: Annotated[str, typer.Option("--title", help="Page title.")] = "dbench leaderboard",
+    debug: DebugOpt = False,
+) -> None:
+    """The leaderboard as a static site built from result rows alone (store and/or rows files)."""
+    from .site import build_site, collect
+
+    inputs = collect([*(rows_files or []), *(more_rows or [])], results_dir)
+    index = build_site(inputs, out, images=images, title=title)
+    err_console.print(f"wrote {index} ({len(inputs.rows)} rows from " + "; ".join(inputs.sources) + ")")
 
 
 # ------------------------------------------------------------------------ tune
@@ -460,11 +563,24 @@ def show(
 ) -> None:
     """Write a PNG grid of a synthetic set (one row per class, denormalised)."""
     from .data import get_info
+    from .errors import ConfigError
     from .runner import save_png
+    from .store import write_error
     from .synset import SyntheticSet
 
+    target = out or file.with_suffix(".png")
+    if target.is_dir():
+        raise ConfigError(f"--out {target}: is a folder; give a file name such as {target / 'grid.png'}.")
+    if not target.parent.is_dir():
+        what = "is a file" if target.parent.exists() else "does not exist"
+        raise ConfigError(f"--out {target}: the folder {target.parent} {what}; create it or pick another --out.")
+    if not os.access(target.parent, os.W_OK):
+        raise ConfigError(f"--out {target}: the folder {target.parent} is not writable; pick another --out.")
     s = SyntheticSet.load(file, get_info(dataset) if dataset else None)
-    path = save_png(s, out or file.with_suffix(".png"))
+    try:
+        path = save_png(s, target)
+    except OSError as e:
+        raise write_error(target, e) from None
     console.print(f"wrote {path} ({len(s)} images, {s.dataset}, per class {s.per_class()})")
 
 
@@ -503,6 +619,7 @@ def eval_(
         raise ConfigError(f"--precision {precision}: use fp32, bf16 or fp16.")
     if num_eval < 1:
         raise ConfigError(f"--num-eval {num_eval}: give a number >= 1.")
+    dev = select_device(device)
     info = get_info(dataset)
     proto = get_protocol(protocol)
     b = resolve_budget(budget)
@@ -510,7 +627,9 @@ def eval_(
     if s.dataset and s.dataset != info.name:
         raise ConfigError(f"{file} was made from '{s.dataset}', not '{info.name}'; pass --dataset {s.dataset}.")
     x, y = s.training_tensors()
-    dev = select_device(device)
+    if effective_precision(dev, precision) != precision:
+        _note(f"precision {precision} runs as {effective_precision(dev, precision)} on the {dev.type.upper()} "
+              "(fp16 autocast needs CUDA).")
     plan = eval_plan(proto, b, info, arch, len(y), seed=seed, num_eval=b.cap("num_eval", num_eval), device=dev,
                      precision=precision)
     test = load_dataset(info.name, False, DataSource.from_env(data_dir))
@@ -525,14 +644,53 @@ def eval_(
                   + ", ".join(f"{a:.2f}" for a in accs) + ")")
 
 
+# ---------------------------------------------------------------------- import
+
+
+@app.command("import")
+@_user_errors
+def import_(
+    file: Annotated[Path, typer.Argument(help="The published set: res_*.pt (VICO), images_best.pt (MTT), data.pt "
+                                             "(IDC/DREAM), an images/labels .pt, or a dbench .safetensors.")],
+    method: Annotated[str, typer.Option("--method", help="Name of the import; grids list it as imported:<name>.")],
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset the set was distilled from.")],
+    ipc: Annotated[int, typer.Option("--ipc", help="Stored images per class.")],
+    fmt: Annotated[str, typer.Option("--format", help="auto, dbench, vico, mtt, idc or pair.")] = "auto",
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="Labels file for an images-only file "
+                                                   "(default: labels_<x>.pt beside images_<x>.pt).")] = None,
+    space: Annotated[Optional[str], typer.Option("--space", help="normalized (dataset mean/std; default) or pixel "
+                                                 "([0,1]; default for idc).")] = None,
+    factor: Annotated[Optional[int], typer.Option("--factor", help="Multi-formation factor (IDC/DREAM: 2).")] = None,
+    decode_order: Annotated[str, typer.Option("--decode-order", help="Patch order of the factor: idc or idm.")] = "idc",
+    exp: Annotated[int, typer.Option("--exp", help="Experiment of a VICO res_*.pt (0 = first).")] = 0,
+    paper: Annotated[str, typer.Option("--paper", help="The paper / table the set reproduces (in the manifest).")] = "",
+    source_url: Annotated[str, typer.Option("--source-url", help="Where the file was downloaded from.")] = "",
+    results_dir: ResultsOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Check a published distilled set and store it (with a manifest) for grids: methods: [imported:NAME]."""
+    from .importer import import_set
+    from .store import results_dir as resolve_results
+
+    res = import_set(file, name=method, dataset=dataset, ipc=ipc, store_root=resolve_results(results_dir), fmt=fmt,
+                     labels_file=labels, space=space, factor=factor, decode_order=decode_order, exp=exp,
+                     paper=paper, source_url=source_url)
+    m = res.manifest
+    what = "already imported (same images)" if res.already else "imported"
+    console.print(f"{what}: {method} {m['dataset']} ipc {m['ipc']} ({m['input_format']}, {m['space']}, "
+                  f"factor {m['decode']['factor']}, {m['n_stored']} images, sha256 {m['images_sha256'][:12]}) "
+                  f"-> {res.path}; evaluate it with methods: [imported:{method}]", markup=False, highlight=False,
+                  soft_wrap=True)
+
+
 def _one_line_warnings() -> None:
     """Deprecation notices as one 'note:' line each (not Python's file:line warning format)."""
     import warnings
 
-    from .errors import DbenchDeprecation
+    from .errors import DbenchNote
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, DbenchDeprecation):
+        if issubclass(category, DbenchNote):
             err_console.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)
         else:
             _default(message, category, filename, lineno, file, line)

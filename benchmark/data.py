@@ -15,6 +15,13 @@ Where a dataset comes from, in order:
 
 Any ``.npz`` (``npz:/path/file.npz``) or ImageFolder tree (``folder:/path`` with
 ``train/`` and ``test/``) can be used as a dataset too.
+
+Loaded arrays are checked before anything runs, and a problem is one line naming the file:
+unreadable or truncated files, images that are not 3-D/4-D, NaN/inf pixels, labels that
+are strings, fractional, negative or outside the classes, classes without training images,
+test labels never seen in training. Float pixels are accepted in [0, 1] or [0, 255]
+(detected, or declared with a ``pixel_range`` array in the ``.npz``) and converted to
+uint8 with a one-line note saying which; they are never truncated.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DataNotFoundError, DbenchError
+from .errors import ConfigError, DataNotFoundError, DbenchError, DbenchNote
 from .registry import Registry
 
 DSA_DEFAULT = "color_crop_cutout_flip_scale_rotate"
@@ -52,6 +59,9 @@ class DatasetInfo:
     dsa_strategy: str = DSA_DEFAULT
     classes: tuple[str, ...] = ()
     is_digits: bool = False  # digit datasets: no flips, DC-aug on MNIST
+    # training images per class in the canonical train split (() where unknown): an IPC
+    # above the smallest is refused before any compute (:func:`check_ipc_fits`)
+    class_sizes: tuple[int, ...] = ()
 
     def to_dict(self) -> dict:
         return {
@@ -182,6 +192,91 @@ class RealSubset:
 # ------------------------------------------------------------------------ loading API
 
 
+class DataNote(DbenchNote):
+    """How data was read where it could have been read otherwise (float pixel range); the
+    CLI prints it as one 'note:' line."""
+
+
+def check_ipc_fits(info: DatasetInfo, ipc: int, class_sizes: list[int] | tuple[int, ...] | None = None) -> None:
+    """Refuse an IPC larger than a class (one line naming the dataset, the class and its
+    size). ``class_sizes``: the loaded split's (default: the registry's canonical sizes)."""
+    sizes = tuple(class_sizes) if class_sizes is not None else info.class_sizes
+    if not sizes or ipc <= min(sizes):
+        return
+    c = min(range(len(sizes)), key=lambda i: (sizes[i], i))
+    name = info.classes[c] if c < len(info.classes) and info.classes[c] != str(c) else ""
+    raise ConfigError(f"ipc {ipc} is larger than class {c}{f' ({name})' if name else ''} of {info.name}, which has "
+                      f"{sizes[c]} training images; use ipc <= {min(sizes)}.")
+
+
+def _pixels_uint8(x: np.ndarray, where: str, declared: np.ndarray | None = None,
+                  note_as: str | None = None) -> np.ndarray:
+    """Images as uint8 0..255. uint8 passes; integers within 0..255 are cast; floats must be
+    finite and in [0, 1] or [0, 255] (``declared`` [lo, hi] wins over detection) and are
+    scaled and rounded, with a note. Anything else is refused, never truncated."""
+    if x.dtype == np.uint8:
+        return x
+    if x.dtype.kind in "iu":
+        lo, hi = (int(x.min()), int(x.max())) if x.size else (0, 0)
+        if lo < 0 or hi > 255:
+            raise DataNotFoundError(f"{where}: integer pixels span {lo}..{hi}; give uint8 0..255 "
+                                    "(or floats in [0, 1]).")
+        return x.astype(np.uint8)
+    if x.dtype.kind != "f":
+        raise DataNotFoundError(f"{where}: images have dtype {x.dtype}; give uint8 0..255 or floats in [0, 1].")
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
+        raise DataNotFoundError(f"{where}: {bad} image(s) contain NaN or inf pixels; fix or drop them.")
+    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    if declared is not None:
+        d = np.asarray(declared, dtype=np.float64).reshape(-1)
+        if d.size != 2 or not d[1] > d[0]:
+            raise DataNotFoundError(f"{where}: pixel_range must be two numbers [low, high], got {d.tolist()}.")
+        rlo, rhi, how = float(d[0]), float(d[1]), "declared by pixel_range"
+    elif lo >= 0.0 and hi <= 1.0:
+        rlo, rhi, how = 0.0, 1.0, "detected"
+    elif lo >= 0.0 and hi <= 255.0:
+        rlo, rhi, how = 0.0, 255.0, "detected"
+    else:
+        raise DataNotFoundError(f"{where}: float pixels span [{lo:.4g}, {hi:.4g}], neither [0, 1] nor [0, 255]; "
+                                "rescale them or add a pixel_range array [low, high] to the .npz.")
+    if lo < rlo or hi > rhi:
+        raise DataNotFoundError(f"{where}: float pixels span [{lo:.4g}, {hi:.4g}], outside the declared pixel_range "
+                                f"[{rlo:g}, {rhi:g}].")
+    import warnings
+
+    warnings.warn(f"{note_as or where}: float pixels read as range [{rlo:g}, {rhi:g}] ({how}), scaled to uint8 0..255.",
+                  DataNote, stacklevel=2)
+    return np.rint((x.astype(np.float64) - rlo) * (255.0 / (rhi - rlo))).astype(np.uint8)
+
+
+def _int_labels(y: np.ndarray, where: str, num_images: int) -> np.ndarray:
+    """Labels as int64 [N]: refused (one line) if strings, fractional, not one per image."""
+    y = np.asarray(y)
+    if y.dtype.kind in "USOb" or y.dtype.kind not in "iuf":
+        sample = ", ".join(repr(v) for v in y.reshape(-1)[:3].tolist())
+        raise DataNotFoundError(f"{where}: labels are {y.dtype} ({sample}, ...), not integer class indices; "
+                                "store classes as integers 0..K-1.")
+    if y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1):
+        raise DataNotFoundError(f"{where}: labels have shape {tuple(y.shape)}; give one integer label per image "
+                                "(not one-hot).")
+    y = y.reshape(-1)
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all() or not np.array_equal(y, np.round(y)):
+            raise DataNotFoundError(f"{where}: labels have fractional or NaN values; give integer class indices.")
+    if y.shape[0] != num_images:
+        raise DataNotFoundError(f"{where}: {num_images} images but {y.shape[0]} labels.")
+    return y.astype(np.int64)
+
+
+def _images_4d(x: np.ndarray, where: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim not in (3, 4):
+        raise DataNotFoundError(f"{where}: images have shape {tuple(x.shape)} ({x.ndim}-D); give [N, H, W], "
+                                "[N, H, W, C] or [N, C, H, W].")
+    return _to_nchw(x)
+
+
 def _to_nchw(x: np.ndarray) -> np.ndarray:
     """[N,H,W] or [N,H,W,C] (C in 1, 3) -> [N,C,H,W]; [N,C,H,W] passes through."""
     if x.ndim == 3:
@@ -195,19 +290,25 @@ def _to_nchw(x: np.ndarray) -> np.ndarray:
 def _load_cached(name: str, train: bool, source: DataSource) -> RealData:
     entry = get_dataset_entry(name)
     x, y = entry.loader(source, train)
-    x = _to_nchw(np.asarray(x))
+    split = "train" if train else "test"
+    user = name.startswith(("npz:", "folder:"))
+    where = f"{name.partition(':')[2]} ({split})" if user else f"{name} ({split} split)"
+    x = _images_4d(x, where)
     info = entry.info
     if x.shape[1:] != (info.channels, *info.im_size):
         raise DbenchError(
             f"{name}: loaded images have shape {x.shape[1:]}, expected "
             f"{(info.channels, *info.im_size)}. Check the files in the data directory."
         )
-    x = np.ascontiguousarray(x, dtype=np.uint8)
+    if x.shape[0] == 0:
+        raise DataNotFoundError(f"{where}: holds no images.")
+    x = np.ascontiguousarray(_pixels_uint8(x, where))
     images = torch.from_numpy(x if x.flags.writeable else x.copy())
-    labels = torch.from_numpy(np.asarray(y).astype(np.int64).reshape(-1))
-    if labels.numel() != images.shape[0]:
-        raise DbenchError(f"{name}: {images.shape[0]} images but {labels.numel()} labels.")
-    return RealData(info, images, labels, "train" if train else "test")
+    y = _int_labels(y, where, images.shape[0])
+    if y.size and (int(y.min()) < 0 or int(y.max()) >= info.num_classes):
+        raise DataNotFoundError(f"{where}: labels span {int(y.min())}..{int(y.max())}, outside the {info.num_classes} "
+                                f"classes 0..{info.num_classes - 1}.")
+    return RealData(info, images, torch.from_numpy(y), split)
 
 
 def load_dataset(name: str, train: bool = True, source: DataSource | None = None) -> RealData:
@@ -231,7 +332,7 @@ def get_info(name: str) -> DatasetInfo:
 def npz_content_sha256(path: Path) -> str:
     """sha256 over arrays in sorted-key order: key + dtype + shape + raw C-order bytes."""
     h = hashlib.sha256()
-    with np.load(path) as z:
+    with np.load(path, allow_pickle=False) as z:
         for k in sorted(z.files):
             a = np.ascontiguousarray(z[k])
             h.update(k.encode())
@@ -254,17 +355,44 @@ KNOWN_NPZ = {
 }
 
 
+def _npz_problem(e: BaseException) -> str:
+    """A short reason for an unreadable .npz (numpy/zipfile messages can be paragraphs)."""
+    import zipfile
+    import zlib
+
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if "pickled" in text or "allow_pickle" in text:
+        return "not an .npz archive"
+    if isinstance(e, (EOFError, zipfile.BadZipFile, zlib.error)) or "truncated" in text.lower():
+        return f"truncated or damaged: {text[:80] or type(e).__name__}"
+    return f"{type(e).__name__}: {text[:100]}" if text else type(e).__name__
+
+
 def _read_npz(path: Path, keys: tuple[str, str], verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    if path.is_dir():
+        raise DataNotFoundError(f"{path}: is a folder, expected a .npz file.")
     if verify and path.name in KNOWN_NPZ and os.environ.get("DBENCH_VERIFY_DATA", "1") != "0":
-        if _npz_hash_cached(str(path), path.stat().st_mtime_ns, path.stat().st_size) != KNOWN_NPZ[path.name]:
+        try:
+            digest = _npz_hash_cached(str(path), path.stat().st_mtime_ns, path.stat().st_size)
+        except Exception as e:  # noqa: BLE001 - truncated / garbage archives fail in many ways
+            raise DataNotFoundError(f"{path}: unreadable .npz ({_npz_problem(e)}); "
+                                    "replace it with a fresh copy.") from None
+        if digest != KNOWN_NPZ[path.name]:
             raise DataNotFoundError(
                 f"{path}: content checksum mismatch (corrupt or modified file). Replace it with a fresh copy."
             )
     try:
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in keys if k not in z.files]
+            if missing:
+                has = ", ".join(z.files) or "none"
+                raise DataNotFoundError(f"{path}: no array {', '.join(missing)} (it has: {has}); "
+                                        f"a dataset .npz holds {keys[0]} and {keys[1]}.")
             return z[keys[0]], z[keys[1]]
-    except (KeyError, ValueError, OSError) as e:
-        raise DataNotFoundError(f"{path}: unreadable .npz or missing arrays {keys} ({e}).") from None
+    except DataNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001 - BadZipFile, EOFError, zlib.error, ValueError, OSError ...
+        raise DataNotFoundError(f"{path}: unreadable .npz ({_npz_problem(e)}); replace it with a fresh copy.") from None
 
 
 @lru_cache(maxsize=32)
@@ -455,41 +583,46 @@ _MNIST_CLASSES = tuple(str(i) for i in range(10))
 
 register_dataset(
     DatasetInfo("mnist", "MNIST", 10, 1, (28, 28), (0.1307,), (0.3081,), "MNIST handwritten digits, 60k/10k, 28x28 grey",
-                DSA_DIGITS, _MNIST_CLASSES, is_digits=True)
+                DSA_DIGITS, _MNIST_CLASSES, is_digits=True,
+                class_sizes=(5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949))
 )(_mnist_like("mnist", "mnist.npz", "MNIST", None))
 
 register_dataset(
     DatasetInfo("fashion_mnist", "FashionMNIST", 10, 1, (28, 28), (0.2861,), (0.3530,),
                 "Fashion-MNIST (Zalando), 60k/10k, 28x28 grey",
-                DSA_DEFAULT, ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"))
+                DSA_DEFAULT, ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                              "Bag", "Ankle boot"), class_sizes=(6000,) * 10)
 )(_mnist_like("fashion_mnist", "fashion_mnist.npz", "FashionMNIST", Path("/usr/share/datasets/fashion-mnist")))
 
 _CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 register_dataset(
     DatasetInfo("cifar10", "CIFAR-10", 10, 3, (32, 32), (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010),
-                "CIFAR-10, 50k/10k, 32x32 colour (DC-lineage std constants)", DSA_DEFAULT, _CIFAR10_CLASSES)
+                "CIFAR-10, 50k/10k, 32x32 colour (DC-lineage std constants)", DSA_DEFAULT, _CIFAR10_CLASSES,
+                class_sizes=(5000,) * 10)
 )(_cifar_like("cifar10", "cifar10", "cifar-10-batches-py", "CIFAR10", b"labels",
               [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]))
 
 register_dataset(
     DatasetInfo("cifar100", "CIFAR-100", 100, 3, (32, 32), (0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762),
-                "CIFAR-100, 50k/10k, 32x32 colour (its own stats, not CIFAR-10's)")
+                "CIFAR-100, 50k/10k, 32x32 colour (its own stats, not CIFAR-10's)", class_sizes=(500,) * 100)
 )(_cifar_like("cifar100", "cifar100", "cifar-100-python", "CIFAR100", b"fine_labels", ["train"], ["test"]))
 
 register_dataset(
     DatasetInfo("svhn", "SVHN", 10, 3, (32, 32), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
-                "SVHN street-view digits, 73k/26k, 32x32 colour", DSA_DIGITS, _MNIST_CLASSES, is_digits=True)
+                "SVHN street-view digits, 73k/26k, 32x32 colour", DSA_DIGITS, _MNIST_CLASSES, is_digits=True,
+                class_sizes=(4948, 13861, 10585, 8497, 7458, 6882, 5727, 5595, 5045, 4659))
 )(_svhn)
 
 register_dataset(
     DatasetInfo("tinyimagenet", "TinyImageNet", 200, 3, (64, 64), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
-                "TinyImageNet-200, 100k/10k (val), 64x64 colour")
+                "TinyImageNet-200, 100k/10k (val), 64x64 colour", class_sizes=(500,) * 200)
 )(_tinyimagenet)
 
 register_dataset(
     DatasetInfo("digits", "Digits", 10, 1, (8, 8), (0.3057,), (0.3762,),
                 "scikit-learn's bundled UCI digits, 1343/454 fixed split, 8x8 grey (offline default)",
-                DSA_DIGITS, _MNIST_CLASSES, is_digits=True)
+                DSA_DIGITS, _MNIST_CLASSES, is_digits=True,
+                class_sizes=(133, 136, 132, 137, 135, 136, 135, 134, 130, 135))
 )(_digits)
 
 
@@ -503,36 +636,100 @@ def _custom_entry(spec: str) -> DatasetEntry:
     if not path.exists():
         raise DataNotFoundError(f"{spec}: {path} does not exist.")
     if kind == "npz":
+        if path.is_dir():
+            raise DataNotFoundError(f"{spec}: {path} is a folder; npz: takes a .npz file "
+                                    "(folder: takes an image tree).")
+
         def loader(source: DataSource, train: bool):
             s = "train" if train else "test"
-            return _read_npz(path, (f"x_{s}", f"y_{s}"), verify=False)
+            x, y = _read_npz(path, (f"x_{s}", f"y_{s}"), verify=False)
+            declared = _npz_optional(path, "pixel_range")
+            return _pixels_uint8(_images_4d(x, f"{path} (x_{s})"), f"{path} (x_{s})", declared, note_as=str(path)), y
+        classes: tuple[str, ...] = ()
     else:
+        if not path.is_dir():
+            raise DataNotFoundError(f"{spec}: {path} is not a folder; folder: takes a tree train/<class>/*.png, "
+                                    "test/<class>/*.png.")
+        classes = tuple(_class_folders(path / "train"))
+
         def loader(source: DataSource, train: bool):
-            return _read_image_folder(path / ("train" if train else "test"))
+            return _read_image_folder(path / ("train" if train else "test"), list(classes))
 
     x, y = loader(DataSource(), True)
-    x = _to_nchw(x)
+    where = f"{path} (train)"
+    x = _pixels_uint8(_images_4d(x, where), where, note_as=str(path))
+    y = _int_labels(y, where, x.shape[0])
+    if x.shape[0] == 0:
+        raise DataNotFoundError(f"{where}: holds no images.")
+    if int(y.min()) < 0:
+        raise DataNotFoundError(f"{where}: negative label {int(y.min())}; labels are class indices 0..K-1.")
+    counts = np.bincount(y)
+    empty = np.flatnonzero(counts == 0).tolist()
+    if empty:
+        raise DataNotFoundError(f"{where}: class(es) {', '.join(map(str, empty[:10]))} of 0..{len(counts) - 1} have no "
+                                "training images; number the classes 0..K-1 without gaps.")
+    xt, yt = loader(DataSource(), False)
+    yt = _int_labels(yt, f"{path} (test)", np.asarray(xt).shape[0] if np.ndim(xt) else 0)
+    unseen = sorted(set(np.unique(yt).tolist()) - set(range(len(counts))))
+    if unseen:
+        raise DataNotFoundError(f"{path} (test): label(s) {', '.join(map(str, unseen[:10]))} never occur in training "
+                                f"(classes 0..{len(counts) - 1}).")
     xf = x.astype(np.float64) / 255.0
     mean = tuple(float(v) for v in xf.mean(axis=(0, 2, 3)))
     std = tuple(float(v) for v in xf.std(axis=(0, 2, 3)))
-    info = DatasetInfo(spec, Path(path_s).stem, int(np.max(y)) + 1, x.shape[1], (x.shape[2], x.shape[3]), mean, std,
-                       f"user data at {path} (mean/std computed from its train split)")
+    if min(std) == 0.0:
+        raise DataNotFoundError(f"{where}: every training pixel has the same value (std 0), nothing to learn from; "
+                                "check the images.")
+    info = DatasetInfo(spec, Path(path_s).stem, len(counts), x.shape[1], (x.shape[2], x.shape[3]), mean, std,
+                       f"user data at {path} (mean/std computed from its train split)", classes=classes,
+                       class_sizes=tuple(int(c) for c in counts))
     return DatasetEntry(info, loader)
 
 
-def _read_image_folder(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image
+def _npz_optional(path: Path, key: str) -> np.ndarray | None:
+    with np.load(path, allow_pickle=False) as z:
+        return z[key] if key in z.files else None
 
+
+def _class_folders(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        raise DataNotFoundError(f"{folder}: missing; a folder: dataset holds train/ and test/, "
+                                "one sub-folder per class.")
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
     if not classes:
         raise DataNotFoundError(f"{folder}: expected one sub-folder per class.")
+    return classes
+
+
+def _read_image_folder(folder: Path, classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Images of ``folder/<class>/``; labels index ``classes`` (the train split's class
+    folders, so a test split uses the same numbering), default: the folder's own."""
+    from PIL import Image, UnidentifiedImageError
+
+    found = _class_folders(folder)
+    classes = classes or found
+    extra = sorted(set(found) - set(classes))
+    if extra:
+        raise DataNotFoundError(f"{folder}: class folder(s) {', '.join(extra[:5])} do not exist in train/; "
+                                "every test class needs training images.")
     xs, ys = [], []
     for i, c in enumerate(classes):
+        if not (folder / c).is_dir():
+            continue
         for p in sorted((folder / c).iterdir()):
             if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"):
-                img = Image.open(p)
-                xs.append(np.asarray(img.convert("L" if img.mode in ("L", "1", "I") else "RGB")))
+                try:
+                    img = Image.open(p)
+                    xs.append(np.asarray(img.convert("L" if img.mode in ("L", "1", "I") else "RGB")))
+                except (OSError, UnidentifiedImageError, ValueError) as e:
+                    raise DataNotFoundError(f"{p}: unreadable image ({type(e).__name__}); fix or remove it.") from None
                 ys.append(i)
+    if not xs:
+        raise DataNotFoundError(f"{folder}: no .png/.jpg/.bmp images in its class folders.")
+    shapes = {a.shape for a in xs}
+    if len(shapes) > 1:
+        seen = ", ".join(map(str, sorted(shapes)[:3]))
+        raise DataNotFoundError(f"{folder}: images differ in size or channels ({seen}); resize them to one size first.")
     return np.stack(xs), np.asarray(ys)
 
 
@@ -542,5 +739,5 @@ def with_stats(info: DatasetInfo, mean, std) -> DatasetInfo:
 
 __all__ = [
     "DATASETS", "DataSource", "DatasetInfo", "RealData", "RealSubset", "load_dataset", "get_info",
-    "register_dataset", "npz_content_sha256", "read_idx", "read_tinyimagenet",
+    "register_dataset", "npz_content_sha256", "read_idx", "read_tinyimagenet", "check_ipc_fits", "DataNote",
 ]

@@ -69,8 +69,13 @@ class ArtifactError(DbenchError):
     """A synthetic-set or checkpoint file is missing, corrupt, untrusted or has the wrong shape."""
 
 
-class DbenchDeprecation(UserWarning):
-    """An old spelling that still works (the CLI prints it as one 'note:' line)."""
+class DbenchNote(UserWarning):
+    """Something the user should know that is not an error (the CLI prints it as one 'note:'
+    line): an old spelling that still works, a conversion applied to their data."""
+
+
+class DbenchDeprecation(DbenchNote):
+    """An old spelling that still works."""
 
 
 def deprecated(message: str) -> None:

@@ -61,7 +61,8 @@ class EvalProtocol(BaseModel):
 
         return v if v is None else check_strategy(v, A.DC_OPS if info.data.get("aug") == "dc" else A.FAMILIES)
 
-    def resolve(self, info: DatasetInfo, arch: str, *, factor: int | None = None, ipc: int | None = None) -> EvalProtocol:
+    def resolve(self, info: DatasetInfo, arch: str, *, factor: int | None = None,
+                ipc: int | None = None) -> EvalProtocol:
         """Fill in dataset/arch-dependent fields exactly as the reference code does.
 
         ``factor`` / ``ipc`` describe the set being scored, for the ``idc`` rule's per-setting
@@ -110,11 +111,13 @@ def register_profile(p: EvalProtocol) -> EvalProtocol:
 _VICO = "VICO-UoE/DatasetCondensation@53f63a6 utils.py:evaluate_synset"
 register_profile(EvalProtocol(
     name="dc", rule="dc", aug="none", epochs=300,
-    description="DC: 300 epochs no aug; MNIST or ConvNetBN: DC-aug, 1000 epochs; half-step lr x0.1 with optimizer reset",
+    description="DC: 300 epochs no aug; MNIST or ConvNetBN: DC-aug, 1000 epochs; "
+                "half-step lr x0.1 with optimizer reset",
     provenance=_VICO + " + main.py (dc_aug_param, epoch_eval_train)"))
 register_profile(EvalProtocol(
     name="dsa", aug="dsa", epochs=1000,
-    description="DSA: 1000 epochs, DSA mode 'S' per batch, SGD .01 m.9 wd 5e-4, bs 256, x0.1 at E//2+1 with optimizer reset",
+    description="DSA: 1000 epochs, DSA mode 'S' per batch, SGD .01 m.9 wd 5e-4, bs 256, "
+                "x0.1 at E//2+1 with optimizer reset",
     provenance=_VICO + " (--dsa True)"))
 register_profile(EvalProtocol(
     name="dm", aug="dsa", epochs=1000,
@@ -143,6 +146,24 @@ register_profile(EvalProtocol(
     description="IDC-I (factor 1): the idc protocol for sets without multi-formation (MNIST keeps CutMix; SVHN at "
                 "ipc 1: no CutMix, color_crop_cutout_scale_rotate)",
     provenance="snu-mllab/Efficient-Dataset-Condensation@ceac95a misc/reproduce.py, argument.py, train.py"))
+
+
+def _without_augmentation(p: EvalProtocol) -> EvalProtocol:
+    """``<name>_noaug``: the protocol with augmentation and CutMix off, everything else kept
+    (epochs, batch, schedule, the idc rule's epoch branches). DD-Ranking's augmentation-robust
+    score compares a set's gain over random with and without augmentation (a grid lists it in
+    ``extra_protocols``). DC's rule only switches augmentation on (MNIST, BN ConvNet), so its
+    variant is DC's plain no-augmentation setting: 300 epochs everywhere."""
+    upd: dict = {"name": f"{p.name}_noaug", "aug": "none", "dsa_strategy": None, "cutmix_p": 0.0,
+                 "description": f"{p.name} without augmentation (no DSA / DC-aug, no CutMix): DD-Ranking's ARS pair",
+                 "provenance": f"{p.provenance}; augmentation off as DD-Ranking (arXiv 2505.13300) ARS"}
+    if p.rule == "dc":
+        upd.update(rule="none", epochs=300)
+    return p.model_copy(update=upd)
+
+
+for _name, _p in PROFILES.items():  # every protocol above gets its no-augmentation variant
+    register_profile(_without_augmentation(_p))
 
 
 # --------------------------------------------------------------------------- training

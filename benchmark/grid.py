@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .budgets import Budget, resolve_budget
 from .data import get_info
 from .errors import ConfigError, DbenchError, deprecated
-from .only import ONLY_KEYS, _only_values, parse_only, row_matches  # noqa: F401 - re-exported
 from .evaluate import EvalProtocol, protocol_with
 from .models import arch_identity, canonical_arch, expand_archs
+from .only import ONLY_KEYS, _only_values, parse_only, row_matches  # noqa: F401 - re-exported
 from .seed import derive_seed
 
 
@@ -60,6 +60,10 @@ class GridSpec(BaseModel):
     eval_archs: list[str] | None = None
     protocol: str = "dsa"  # the evaluation protocol (``dbench list protocols``)
     protocol_overrides: dict[str, Any] = Field(default_factory=dict)
+    # more protocols every set is also evaluated under (same sets, same network seeds), e.g.
+    # [dsa_noaug] for DD-Ranking's augmentation-robust score; the whole-data reference row is
+    # trained under ``protocol`` only. Empty: the grid's cells (and hashes) are as before.
+    extra_protocols: list[str] = Field(default_factory=list)
     budget: str = "paper"
     budget_overrides: dict[str, Any] = Field(default_factory=dict)
     num_exp: int = 5
@@ -199,6 +203,8 @@ def read_yaml_mapping(path: Path, kind: str, where_to_look: str, fields: str) ->
     one-line ConfigError naming the fix. Shared by grid, tune and continual files."""
     if not path.exists():
         raise ConfigError(f"{path}: {kind} file not found. See {where_to_look}.")
+    if not path.is_file():
+        raise ConfigError(f"{path}: is a folder, not a {kind} file. See {where_to_look}.")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
@@ -264,18 +270,40 @@ def check_only_matches(cells: list[Cell], only: dict[str, set[str]], grid_name: 
     raise ConfigError(f"the --only filters together match no cell of grid '{grid_name}'.")
 
 
+IMPORTED_PREFIX = "imported:"
+
+
+def _imported_entry(i: int, m: MethodSpec) -> MethodSpec:
+    """``imported:<name>`` (or ``{name: imported, preset: <name>}``) -> the ``imported`` adapter
+    with the import's name as its preset; the set itself is read from the store when the cell
+    runs (:func:`benchmark.importer.load_imported`)."""
+    if m.name != "imported" and not m.name.startswith(IMPORTED_PREFIX):
+        return m
+    from .importer import ensure_registered
+
+    ensure_registered()
+    if m.name == "imported":
+        return m
+    name = m.name[len(IMPORTED_PREFIX):]
+    if m.preset:
+        raise ConfigError(f"methods[{i}]: '{m.name}.{m.preset}': an imported set has no presets; "
+                          f"write imported:{name}.")
+    return m.model_copy(update={"name": "imported", "preset": name})
+
+
 def expand(grid: GridSpec, *, budget: str | None = None, only: dict[str, set[str]] | None = None) -> list[Cell]:
     from .api import get_method
-
     from .build import resolved_values
 
     b = resolve_budget(budget or grid.budget, grid.budget_overrides)
-    proto = protocol_with(grid.protocol, grid.protocol_overrides)
-    protocol_label = grid.protocol if not grid.protocol_overrides else f"{grid.protocol}*"
+    protocols = [(name, protocol_with(name, grid.protocol_overrides),
+                  name if not grid.protocol_overrides else f"{name}*")
+                 for name in dict.fromkeys([grid.protocol, *grid.extra_protocols])]
     arch = canonical_arch(grid.arch)
     eval_archs = expand_archs(grid.eval_archs or [grid.arch])
     cells: list[Cell] = []
     for i, m in enumerate(grid.methods):
+        m = _imported_entry(i, m)  # `imported:<name>`: a set brought in by `dbench import`
         try:
             cls = get_method(m.name)
             cfg = cls.resolve_config(m.preset, m.params)
@@ -285,7 +313,8 @@ def expand(grid: GridSpec, *, budget: str | None = None, only: dict[str, set[str
         for ds in grid.datasets:
             info = get_info(ds)
             ipcs = [0] if is_ref else grid.ipc
-            n_exp = 1 if is_ref else b.cap("num_exp", grid.num_exp)
+            # one imported file is one set; the reference row is one model per protocol
+            n_exp = 1 if is_ref or cls.kind == "imported" else b.cap("num_exp", grid.num_exp)
             for ipc in ipcs:
                 if not is_ref and ipc < 1:
                     raise ConfigError(f"ipc: {ipc} is not valid for method '{m.name}' (use ipc >= 1).")
@@ -295,15 +324,16 @@ def expand(grid: GridSpec, *, budget: str | None = None, only: dict[str, set[str
                 except DbenchError as e:
                     raise ConfigError(f"methods[{i}] ({m.label}) on {ds} ipc {ipc}: {e}") from None
                 for exp in range(n_exp):
-                    for ae in eval_archs:
-                        cells.append(Cell(
-                            grid=grid.name, method=m.name, method_kind=cls.kind, method_version=cls.version,
-                            method_preset=m.preset, method_config=cfg.model_dump(mode="json"), dataset=ds, ipc=ipc,
-                            arch_distill=arch, arch_eval=ae, protocol_name=protocol_label, protocol=proto, budget=b,
-                            exp=exp,
-                            seed=derive_seed(grid.seed, "set", exp), num_eval=b.cap("num_eval", grid.num_eval),
-                            precision=grid.precision, channels_last=grid.channels_last, compile=grid.compile,
-                        ))
+                    for _, proto, protocol_label in protocols[:1] if is_ref else protocols:
+                        for ae in eval_archs:
+                            cells.append(Cell(
+                                grid=grid.name, method=m.name, method_kind=cls.kind, method_version=cls.version,
+                                method_preset=m.preset, method_config=cfg.model_dump(mode="json"), dataset=ds,
+                                ipc=ipc, arch_distill=arch, arch_eval=ae, protocol_name=protocol_label,
+                                protocol=proto, budget=b, exp=exp,
+                                seed=derive_seed(grid.seed, "set", exp), num_eval=b.cap("num_eval", grid.num_eval),
+                                precision=grid.precision, channels_last=grid.channels_last, compile=grid.compile,
+                            ))
     if only:
         check_only_matches(cells, only, grid.name)
         cells = [c for c in cells if _matches(c, only)]

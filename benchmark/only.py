@@ -26,7 +26,10 @@ def parse_only(only: list[str] | None) -> dict[str, set[str]]:
 
 def _only_values(method: str, method_label: str, dataset: str, ipc, arch_distill: str, arch_eval: str,
                  protocol: str, exp) -> dict[str, set[str]]:
-    return {"method": {method, method_label}, "dataset": {dataset}, "ipc": {str(ipc)},
+    names = {method, method_label}
+    if method_label.startswith("imported."):  # an imported set is written imported:<name> in grids
+        names.add("imported:" + method_label[len("imported."):])
+    return {"method": names, "dataset": {dataset}, "ipc": {str(ipc)},
             "arch_distill": {arch_distill}, "arch_eval": {arch_eval}, "protocol": {protocol}, "exp": {str(exp)}}
 
 

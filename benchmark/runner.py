@@ -3,7 +3,12 @@
 Never loses work: a finished cell (same config hash, all models present) is skipped; a
 killed cell resumes (the synthetic set is reused from the store, finished evaluation
 networks are not re-trained, a distillation resumes from its last checkpoint); every
-write is atomic. A failing cell is recorded and the grid goes on.
+write is atomic. A failing cell is recorded and the grid goes on; a results directory that
+cannot be written (full disk, read-only) stops the grid with one line.
+
+Several processes may run one grid on one results directory: a cell (and a synthetic set
+still to be made) is computed only by the process holding its claim (benchmark.claims), so
+a second ``dbench run`` takes the cells nobody holds and then waits for the rest.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from .progress import NullProgress, Progress
 from .rows import cell_base_row, flatten
 from .runtime import peak_cuda_mib, peak_rss_mib, select_device
 from .seed import derive_seed
-from .store import ResultStore
+from .store import ResultStore, StoreError
 from .synset import SyntheticSet
 from .tracking import NullTracker
 
@@ -99,6 +104,12 @@ def produce_synset(cell: Cell, real, store: ResultStore, device: torch.device, t
     info = real.info
     if path.exists():
         return SyntheticSet.load(path, info), 0.0
+    if cell.method_kind == "imported":  # a published set from `dbench import`: read from the store, never built
+        from .importer import load_imported
+
+        synset = load_imported(store, cell)
+        synset.save(path)
+        return synset, 0.0
     cls = get_method(cell.method)
     cfg = cls.Config(**cell.method_config)
     ctx = RunContext(
@@ -212,7 +223,7 @@ def run_cell(cell: Cell, store: ResultStore, tracker, opts: RunOptions, progress
         return CellOutcome(cell, "finished", mean, std, len(rows))
     except BaseException as e:
         tracker.end("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+        if isinstance(e, (KeyboardInterrupt, SystemExit, StoreError)):  # a store that cannot be written stops the grid
             raise
         store.record_failure(cell.hash, {"cell_key": cell.key, "error": f"{type(e).__name__}: {e}",
                                          "traceback": traceback.format_exc()})
@@ -252,21 +263,89 @@ def _log_artifacts(tracker, store: ResultStore, cell: Cell, synset: SyntheticSet
         tracker.log_artifact(save_png(synset, art / "synset.png"))
 
 
-def run_cells(cells: list[Cell], store: ResultStore, tracker=None, opts: RunOptions | None = None,
-              progress: Progress = NullProgress(), on_outcome: Callable[[CellOutcome], None] | None = None) -> list[CellOutcome]:
-    opts = opts or RunOptions()
-    tracker = tracker or NullTracker()
-    outcomes: list[CellOutcome] = []
-    bar = progress.task("grid cells", len(cells))
-    for cell in cells:
-        if store.is_finished(cell.hash, cell.num_eval):
-            s = store.cell_summary(cell.hash) or {}
-            out = CellOutcome(cell, "skipped", s.get("test_acc_mean", float("nan")), s.get("test_acc_std", float("nan")), s.get("n", 0))
-        else:
+def _skipped(store: ResultStore, cell: Cell) -> CellOutcome:
+    s = store.cell_summary(cell.hash) or {}
+    return CellOutcome(cell, "skipped", s.get("test_acc_mean", float("nan")), s.get("test_acc_std", float("nan")),
+                       s.get("n", 0))
+
+
+def _log(progress: Progress, msg: str) -> None:
+    log = getattr(progress, "log", None)
+    if log is not None:
+        log(msg)
+
+
+def _claimed_run(cell: Cell, store: ResultStore, tracker, opts: RunOptions, progress: Progress,
+                 bar) -> CellOutcome | None:
+    """Run ``cell`` under its claim; None if another live process holds it (or is still
+    making its synthetic set). A finished cell is skipped, checked again once claimed."""
+    if store.is_finished(cell.hash, cell.num_eval):
+        return _skipped(store, cell)
+    claims = store.claims
+    lease = claims.try_acquire(f"cell-{cell.hash}")
+    if lease is None:
+        return None
+    with lease:
+        if store.is_finished(cell.hash, cell.num_eval):  # finished by another process meanwhile
+            return _skipped(store, cell)
+        set_lease = None
+        if cell.method_kind != "reference" and not store.synset_path(cell.synset_hash).exists():
+            # cells that differ only in the evaluation network share one set: make it once
+            set_lease = claims.try_acquire(f"set-{cell.synset_hash}")
+            if set_lease is None:
+                return None
+            set_lease.start()
+        try:
+            tracker.close_stale_runs(cell.grid, cell.hash)  # we hold the cell: a RUNNING run of it is dead
             bar.update(cell=cell.key)
             out = run_cell(cell, store, tracker, opts, progress)
-        outcomes.append(out)
-        if on_outcome:
-            on_outcome(out)
-        bar.advance()
-    return outcomes
+        finally:
+            if set_lease is not None:
+                set_lease.release()
+        store.remove_finished_work(cell.synset_hash)
+        if lease.lost:
+            _log(progress, f"[yellow]note[/]: {cell.key}: this process stalled past its claim and another took "
+                           "the cell over; rows already written by either are kept once, never duplicated.")
+        return out
+
+
+def run_cells(cells: list[Cell], store: ResultStore, tracker=None, opts: RunOptions | None = None,
+              progress: Progress = NullProgress(), on_outcome: Callable[[CellOutcome], None] | None = None,
+              poll_s: float = 2.0) -> list[CellOutcome]:
+    """Run every unfinished cell; outcomes in the order of ``cells`` (``on_outcome`` is called
+    as each one ends). Each cell is computed by one process only: cells another live process
+    holds are left to it and waited for (reported ``skipped`` once it finishes them; taken
+    over if it dies). Temporary files of interrupted writes, checkpoints of saved sets and
+    MLflow runs left RUNNING by dead processes are cleaned up first."""
+    opts = opts or RunOptions()
+    tracker = tracker or NullTracker()
+    store.clean_stale_tmp()
+    store.remove_finished_work()
+    claims = store.claims
+    for grid in sorted({c.grid for c in cells}):
+        tracker.close_stale_runs(grid, live=lambda h: claims.holder(f"cell-{h}") is not None)
+    outcomes: dict[int, CellOutcome] = {}
+    bar = progress.task("grid cells", len(cells))
+    pending = list(range(len(cells)))
+    told = False
+    while pending:
+        held = []
+        for i in pending:
+            out = _claimed_run(cells[i], store, tracker, opts, progress, bar)
+            if out is None:
+                held.append(i)
+                continue
+            outcomes[i] = out
+            if on_outcome:
+                on_outcome(out)
+            bar.advance()
+        if held and len(held) == len(pending):
+            if not told:
+                holders = {h.describe() for i in held if (h := claims.holder(f"cell-{cells[i].hash}")) is not None}
+                who = f" ({', '.join(sorted(holders))})" if holders else ""
+                _log(progress, f"waiting for {len(held)} cell(s) other processes are running{who}; "
+                               "they are not recomputed here.")
+                told = True
+            time.sleep(poll_s)
+        pending = held
+    return [outcomes[i] for i in range(len(cells))]

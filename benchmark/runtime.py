@@ -14,9 +14,29 @@ Precision = Literal["fp32", "bf16", "fp16"]
 
 
 def select_device(name: str = "auto") -> torch.device:
+    """``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; one that
+    does not exist or is not available here is a one-line error (before any compute)."""
+    from .errors import ConfigError
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"--device {name}: not a device; use auto, cpu, cuda, cuda:N or mps.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
+            raise ConfigError(f"--device {name}: CUDA is not available ({why}); use --device cpu or auto.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here "
+                              f"(cuda:0..cuda:{torch.cuda.device_count() - 1}).")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError(f"--device {name}: Apple MPS is not available here; use --device cpu or auto.")
+    elif dev.type != "cpu":
+        raise ConfigError(f"--device {name}: dbench runs on cpu, cuda or mps; use one of those (or auto).")
+    return dev
 
 
 def autocast(device: torch.device, precision: Precision):

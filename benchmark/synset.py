@@ -121,13 +121,25 @@ class SyntheticSet:
         tensors = {"images": self.images.detach().cpu().contiguous().float(), "labels": self.labels.detach().cpu().long()}
         if self.indices is not None:
             tensors["indices"] = self.indices.cpu().long()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
-        os.close(fd)
+        from .claims import tmp_prefix
+        from .store import write_error
+
+        tmp = None
         try:
-            save_file(tensors, tmp, metadata={"dbench": json.dumps(self.manifest(), sort_keys=True)})
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=tmp_prefix(), suffix=".safetensors")
+            os.close(fd)
+            try:
+                save_file(tensors, tmp, metadata={"dbench": json.dumps(self.manifest(), sort_keys=True)})
+            except OSError:
+                raise
+            except Exception as e:  # noqa: BLE001 - safetensors reports I/O errors as its own type
+                raise _as_oserror(e) from None
             os.replace(tmp, path)
+        except OSError as e:
+            raise write_error(path, e) from None
         finally:
-            if os.path.exists(tmp):
+            if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)
         return path
 
@@ -145,28 +157,39 @@ class SyntheticSet:
                 meta = f.metadata() or {}
                 tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
         except Exception as e:  # noqa: BLE001 - any parse failure is a corrupt file
-            raise ArtifactError(f"{path}: not a readable safetensors synthetic set ({type(e).__name__}). "
-                                "Re-create it with `dbench run` or pass a .pt with images/labels.") from None
+            raise ArtifactError(f"{path}: not a readable safetensors synthetic set ({type(e).__name__}); "
+                                f"{_corrupt_fix(path)}") from None
         if "images" not in tensors or "labels" not in tensors:
-            raise ArtifactError(f"{path}: missing 'images'/'labels' tensors.")
-        man = json.loads(meta.get("dbench", "{}"))
+            raise ArtifactError(f"{path}: missing 'images'/'labels' tensors; {_corrupt_fix(path)}")
+        try:
+            man = json.loads(meta.get("dbench", "{}"))
+            if not isinstance(man, dict):
+                raise ValueError("not a JSON object")
+            ds = man.get("dataset", info.name if info else "")
+            s = cls(
+                tensors["images"], tensors["labels"].long(), ds,
+                tuple(man.get("mean", info.mean if info else ())), tuple(man.get("std", info.std if info else ())),
+                man.get("space", "normalized"), Decode(**man.get("decode", {})), man.get("meta", {}),
+                tensors.get("indices"),
+            )
+        except (ValueError, TypeError, AttributeError) as e:
+            raise ArtifactError(f"{path}: its dbench manifest is not valid ({type(e).__name__}: "
+                                f"{str(e).splitlines()[0][:80] if str(e) else ''}); {_corrupt_fix(path)}") from None
         if not man and info is None:
             raise ArtifactError(f"{path}: no dbench manifest; pass --dataset so the normalisation is known.")
-        ds = man.get("dataset", info.name if info else "")
-        s = cls(
-            tensors["images"], tensors["labels"].long(), ds,
-            tuple(man.get("mean", info.mean if info else ())), tuple(man.get("std", info.std if info else ())),
-            man.get("space", "normalized"), Decode(**man.get("decode", {})), man.get("meta", {}), tensors.get("indices"),
-        )
         if man.get("images_sha256") and man["images_sha256"] != s.sha256():
-            raise ArtifactError(f"{path}: image checksum mismatch (file corrupt or edited).")
+            raise ArtifactError(f"{path}: image checksum mismatch (file corrupt or edited); {_corrupt_fix(path)}")
+        if len(s) == 0:
+            raise ArtifactError(f"{path}: the synthetic set holds no images; nothing can be evaluated on it.")
         if info is not None:
-            s.check(info)
+            _checked(s, info, path)
         return s
 
     def check(self, info: DatasetInfo) -> None:
         """Shape/label contract against a dataset."""
         x, y = self.images, self.labels
+        if y.numel() == 0 or (x.ndim >= 1 and x.shape[0] == 0):
+            raise ArtifactError(f"the synthetic set holds no images; nothing can be trained on it ({info.name}).")
         want = (info.channels, *info.im_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != want:
             raise ArtifactError(f"synthetic images have shape {tuple(x.shape)}, expected [N, {', '.join(map(str, want))}] for {info.name}.")
@@ -176,6 +199,26 @@ class SyntheticSet:
             raise ArtifactError(f"labels must lie in [0, {info.num_classes - 1}] for {info.name}.")
         if not torch.isfinite(x).all():
             raise ArtifactError("synthetic images contain NaN or inf.")
+
+
+def _corrupt_fix(path: Path) -> str:
+    """What to do about a corrupt set file: a stored one (``<results>/synsets/``) is deleted
+    and re-made by the next run; a file of the user's is re-exported."""
+    if path.parent.name == "synsets":
+        return f"delete {path} and rerun: the set is made again (its rows and other cells are kept)."
+    return "re-export it (a dbench .safetensors, or a .pt holding images and labels)."
+
+
+def _as_oserror(e: Exception) -> OSError:
+    """safetensors' I/O failures (e.g. a full disk) as an OSError with an errno where known."""
+    import errno
+
+    text = str(e)
+    for marker, code in (("No space left", errno.ENOSPC), ("Read-only file system", errno.EROFS),
+                         ("Permission denied", errno.EACCES), ("quota", errno.EDQUOT)):
+        if marker in text:
+            return OSError(code, os.strerror(code))
+    return OSError(errno.EIO, text.splitlines()[0][:120] if text else type(e).__name__)
 
 
 def _load_pt(path: Path, info: DatasetInfo | None) -> SyntheticSet:
@@ -201,5 +244,12 @@ def _load_pt(path: Path, info: DatasetInfo | None) -> SyntheticSet:
     if labels.ndim == 2:  # one-hot / soft labels -> hard labels
         labels = labels.argmax(1)
     s = SyntheticSet(images.float(), labels.long(), info.name, info.mean, info.std, meta={"imported_from": str(path)})
-    s.check(info)
+    return _checked(s, info, path)
+
+
+def _checked(s: SyntheticSet, info: DatasetInfo, path: Path) -> SyntheticSet:
+    try:
+        s.check(info)
+    except ArtifactError as e:
+        raise ArtifactError(f"{path}: {e}") from None
     return s

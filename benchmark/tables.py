@@ -83,16 +83,21 @@ _GROUP = ["method_label", "dataset", "ipc", "arch_eval", "protocol", "budget", "
           "arch_distill_display", "extractor_label", "params_label"]
 
 
-def leaderboard(rows: Iterable[dict] | pd.DataFrame, published: pd.DataFrame | None = None) -> pd.DataFrame:
+def leaderboard(rows: Iterable[dict] | pd.DataFrame, published: pd.DataFrame | None = None, *,
+                lrs_weight: float = 0.5, ars_gamma: float = 0.5) -> pd.DataFrame:
     """One row per (method configuration, dataset, ipc, eval arch, protocol, budget, precision):
     mean, population std (ddof 0, as the literature reports), n models and a 95% normal CI
-    half-width."""
+    half-width; then the DD-Ranking scores and the paired differences of :func:`with_scores`
+    (columns :data:`SCORE_COLUMNS`, after the tidy ones)."""
     df = _frame(rows)
     if df.empty:
         return pd.DataFrame(columns=TIDY_COLUMNS)
-    g = df.groupby(_GROUP, dropna=False, sort=True)["test_acc"]
+    df = df.assign(_cfg=df.groupby(_GROUP, dropna=False, sort=True).ngroup())
+    grouped = df.groupby(_GROUP, dropna=False, sort=True)
+    g = grouped["test_acc"]
     out = g.agg(acc_mean="mean", acc_std=lambda s: float(s.std(ddof=0)), n="count",
                 _sstd=lambda s: float(s.std(ddof=1)) if len(s) > 1 else float("nan")).reset_index()
+    out["_cfg"] = grouped["_cfg"].first().to_numpy()
     out["acc_ci95"] = 1.96 * out.pop("_sstd") / out.n.pow(0.5)
     pub = load_published() if published is None else published
     paper, source = [], []
@@ -107,7 +112,8 @@ def leaderboard(rows: Iterable[dict] | pd.DataFrame, published: pd.DataFrame | N
     out = out.sort_values(["dataset", "method_label", "ipc", "arch_eval", "protocol", "budget", "precision",
                            "params"], kind="stable")
     extra = ["method_display", "method_preset", "dataset_display", "arch_eval_display", "arch_distill_display", "label"]
-    return out[TIDY_COLUMNS + extra].reset_index(drop=True)
+    board = out[TIDY_COLUMNS + extra + ["_cfg"]].reset_index(drop=True)
+    return with_scores(board, df, lrs_weight=lrs_weight, ars_gamma=ars_gamma)
 
 
 # The names the IDC / DREAM / DREAM+ tables print for our (explicitly named) architectures.
@@ -253,6 +259,241 @@ def precision_pairs(rows: Iterable[dict] | pd.DataFrame) -> pd.DataFrame:
 
 def render_precision(rows, fmt: str = "md") -> str:
     return render_frame(precision_pairs(rows), fmt, "(no fp32/bf16 pairs)")
+
+
+# ------------------------------------------------- DD-Ranking scores, paired statistics
+#
+# DD-Ranking (Li et al., arXiv 2505.13300; NUS-HPC-AI-Lab/DD-Ranking@b8b0966 README "Label-Robust
+# Score", ddranking/metrics/hard_label.py and aug_robust.py) scores a set against random
+# selection under the same protocol and against the whole training set:
+#   IOR = acc_syn - acc_random        HLR = acc_full - acc_syn
+#   alpha = w IOR - (1 - w) HLR       LRS = (e^alpha - e^-1) / (e - e^-1)
+#   beta = g (syn - random with augmentation) + (1 - g) (syn - random without)   ARS = same map
+# The map sends alpha in [-1, 1] to [0, 1], so the accuracies must be fractions. DD-Ranking's code
+# passes percent (its ``accuracy`` multiplies by 100), which drives alpha to about -10 for every
+# hard-label method and every LRS to the floor -e^-1/(e - e^-1) = -0.1565. Here every input is a
+# fraction, the whole-data model and the random subsets are ordinary grid cells shared by every
+# method of the cell (fixed seeds, trained once), and the scores are computed from cell means.
+
+SCORE_COLUMNS = ["ior", "hlr", "lrs", "ars", "n_pairs_random", "diff_random", "diff_random_ci95", "p_random",
+                 "vs_random", "best", "n_pairs_best", "diff_best", "diff_best_ci95", "p_best", "vs_best"]
+# the cell a score compares within: the same data, IPC, evaluation network, protocol, budget, precision
+SCORE_KEY = ["dataset", "ipc", "arch_eval", "protocol", "budget", "precision"]
+# a network of one configuration is paired with the network of another trained from the same seeds
+PAIR_ON = ["set_seed", "model_index"]
+NOAUG_SUFFIX = "_noaug"
+ALPHA = 0.05  # a paired difference is a tie (within noise) when its 95% CI covers 0 (p >= ALPHA)
+
+
+def _unit(x: float) -> float:
+    """DD-Ranking's map of a score in [-1, 1] to [0, 1]: (e^x - e^-1) / (e - e^-1)."""
+    return (math.exp(x) - math.exp(-1.0)) / (math.e - math.exp(-1.0))
+
+
+def label_robust_score(ior: float, hlr: float, w: float = 0.5) -> float:
+    """LRS from IOR and HLR given as fractions (0.189, not 18.9): alpha = w IOR - (1 - w) HLR."""
+    _check_weight("w", w)
+    return _unit(w * ior - (1.0 - w) * hlr)
+
+
+def augmentation_robust_score(gap_aug: float, gap_noaug: float, gamma: float = 0.5) -> float:
+    """ARS from the set's gain over random with and without augmentation, as fractions:
+    beta = gamma gap_aug + (1 - gamma) gap_noaug."""
+    _check_weight("gamma", gamma)
+    return _unit(gamma * gap_aug + (1.0 - gamma) * gap_noaug)
+
+
+def _check_weight(name: str, v: float) -> None:
+    if not 0.0 <= float(v) <= 1.0:
+        raise DbenchError(f"{name} = {v}: the weight must lie in [0, 1].")
+
+
+def noaug_protocol(protocol: str) -> str:
+    """The no-augmentation variant's name as it appears in rows: 'dsa' -> 'dsa_noaug', and a grid's
+    overridden 'dsa*' -> 'dsa_noaug*'."""
+    star = protocol.endswith("*")
+    base = protocol[:-1] if star else protocol
+    return base + NOAUG_SUFFIX + ("*" if star else "")
+
+
+def is_noaug(protocol: str) -> bool:
+    return str(protocol).rstrip("*").endswith(NOAUG_SUFFIX)
+
+
+def paired_difference(a: pd.Series, b: pd.Series) -> dict:
+    """``a - b`` over the networks both have (the series' common index: set seed, network index):
+    n pairs, mean difference, 95% t-interval half-width and the two-sided paired t-test p-value
+    (``scipy.stats.ttest_rel``). Identical pairs give p = 1; a constant non-zero shift p = 0."""
+    from scipy import stats
+
+    common = a.index.intersection(b.index)
+    d = (a.loc[common].astype(float) - b.loc[common].astype(float))
+    n = len(d)
+    out = {"n": n, "mean": float(d.mean()) if n else float("nan"), "ci95": float("nan"), "p": float("nan")}
+    if n < 2:
+        return out
+    sd = float(d.std(ddof=1))
+    if sd == 0.0:
+        out.update(ci95=0.0, p=1.0 if out["mean"] == 0.0 else 0.0)
+        return out
+    out["ci95"] = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+    out["p"] = float(stats.ttest_rel(a.loc[common].astype(float), b.loc[common].astype(float)).pvalue)
+    return out
+
+
+def _verdict(r: dict, above: str, below: str) -> str:
+    if r["n"] < 2 or math.isnan(r["p"]):
+        return "n<2" if r["n"] < 2 else ""
+    if r["p"] >= ALPHA:
+        return "tie"
+    return above if r["mean"] > 0 else below
+
+
+def _key(values) -> tuple:
+    return tuple("" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in values)
+
+
+def with_scores(board: pd.DataFrame, df: pd.DataFrame, *, lrs_weight: float = 0.5,
+                ars_gamma: float = 0.5) -> pd.DataFrame:
+    """Add :data:`SCORE_COLUMNS` to a leaderboard ``board`` (one line per configuration, with the
+    ``_cfg`` group id of its rows in ``df``):
+
+    * ``ior`` / ``hlr`` (fractions): the configuration's mean minus the mean of the ``random``
+      rows of the same :data:`SCORE_KEY`, and the whole-data (``full``, reference) mean of the
+      same dataset / eval arch / protocol / budget / precision minus it; ``lrs`` from them with
+      weight ``lrs_weight``; ``ars`` (on the augmented protocol's line) from the gains over random
+      under the protocol and under its ``_noaug`` variant, weight ``ars_gamma``. Empty (NaN)
+      where a baseline is missing.
+    * ``diff_random``: the paired difference to random in accuracy points (networks paired on
+      :data:`PAIR_ON` within the cell), its 95% t half-width, the paired t-test p-value and
+      ``vs_random`` (better / worse / tie: the interval covers 0 / n<2); the same against the
+      cell's ``best`` configuration (highest mean, reference rows excluded): ``vs_best`` is best /
+      tie / worse (or above, when the networks it shares with the best happen to favour it).
+    """
+    _check_weight("lrs weight", lrs_weight)
+    _check_weight("ars gamma", ars_gamma)
+    b = board.copy()
+    for c in SCORE_COLUMNS:
+        b[c] = "" if c in ("vs_random", "best", "vs_best") else float("nan")
+    pairable = all(c in df for c in PAIR_ON)
+    accs: dict[int, pd.Series] = {}
+    sums: dict[int, tuple[float, int]] = {}
+    for cfg, grp in df.groupby("_cfg", sort=False):
+        acc = grp.test_acc.astype(float)
+        sums[int(cfg)] = (float(acc.sum()), int(acc.count()))
+        if pairable:
+            accs[int(cfg)] = grp.assign(test_acc=acc).groupby(PAIR_ON, sort=True).test_acc.mean()
+    method = b.method_label.astype(str).str.split(".").str[0]
+    is_ref = b.method_kind == "reference"
+    is_random = (method == "random") & (b.params.fillna("") == "") & ~is_ref
+
+    def pooled(cfgs) -> tuple[float, pd.Series | None]:
+        """Mean over every network of these configurations, and their accuracies by network."""
+        cfgs = [int(c) for c in cfgs]
+        total, count = sum(sums[c][0] for c in cfgs), sum(sums[c][1] for c in cfgs)
+        if not count:
+            return float("nan"), None
+        if not pairable:
+            return total / count, None
+        if len(cfgs) == 1:
+            return total / count, accs[cfgs[0]]
+        series = pd.concat([accs[c] for c in cfgs]).groupby(level=[0, 1]).mean()
+        return total / count, series
+
+    full_key = ["dataset", "arch_eval", "protocol", "budget", "precision"]
+    full_mean = {k: pooled(g._cfg)[0] for k, g in b[is_ref].groupby(full_key, dropna=False, sort=False)}
+    full_mean = {_key(k): v for k, v in full_mean.items()}
+    random_of: dict[tuple, tuple[float, pd.Series | None]] = {}
+    for k, g in b[is_random].groupby(SCORE_KEY, dropna=False, sort=False):
+        random_of[_key(k)] = pooled(g._cfg)
+    cfg_cols = ["method_label", "dataset", "ipc", "arch_eval", "budget", "precision", "arch_distill", "method_kind",
+                "extractor", "params"]  # a configuration, whatever its protocol
+    mean_by_cfg = {(_key(r[cfg_cols]), str(r.protocol)): float(r.acc_mean) for _, r in b[~is_ref].iterrows()}
+
+    for k, cell in b[~is_ref].groupby(SCORE_KEY, dropna=False, sort=False):
+        key = _key(k)
+        rnd_mean, rnd_acc = random_of.get(key, (float("nan"), None))
+        full = full_mean.get(_key([k[0], k[2], k[3], k[4], k[5]]), float("nan"))
+        best_i = cell.acc_mean.astype(float).idxmax()
+        best_label = str(b.at[best_i, "label"]) if "label" in b else str(b.at[best_i, "method_label"])
+        for i, r in cell.iterrows():
+            ior = (float(r.acc_mean) - rnd_mean) / 100.0
+            hlr = (full - float(r.acc_mean)) / 100.0
+            b.at[i, "ior"], b.at[i, "hlr"] = ior, hlr
+            if not (math.isnan(ior) or math.isnan(hlr)):
+                b.at[i, "lrs"] = label_robust_score(ior, hlr, lrs_weight)
+            proto = str(r.protocol)
+            if not is_noaug(proto) and not math.isnan(ior):
+                nk = _key([k[0], k[1], k[2], noaug_protocol(proto), k[4], k[5]])
+                syn_n = mean_by_cfg.get((_key(r[cfg_cols]), noaug_protocol(proto)), float("nan"))
+                rnd_n = random_of.get(nk, (float("nan"), None))[0]
+                gap_n = (syn_n - rnd_n) / 100.0
+                if not math.isnan(gap_n):
+                    b.at[i, "ars"] = augmentation_robust_score(ior, gap_n, ars_gamma)
+            b.at[i, "best"] = best_label
+            if not pairable:
+                continue
+            mine = accs[int(r._cfg)]
+            if rnd_acc is not None and not is_random[i]:
+                d = paired_difference(mine, rnd_acc)
+                b.at[i, "n_pairs_random"], b.at[i, "diff_random"] = d["n"], d["mean"]
+                b.at[i, "diff_random_ci95"], b.at[i, "p_random"] = d["ci95"], d["p"]
+                b.at[i, "vs_random"] = _verdict(d, "better", "worse") if d["n"] else ""
+            if i == best_i:
+                b.at[i, "vs_best"] = "best"
+                continue
+            d = paired_difference(mine, accs[int(b.at[best_i, "_cfg"])])
+            b.at[i, "n_pairs_best"], b.at[i, "diff_best"] = d["n"], d["mean"]
+            b.at[i, "diff_best_ci95"], b.at[i, "p_best"] = d["ci95"], d["p"]
+            b.at[i, "vs_best"] = _verdict(d, "above", "worse") if d["n"] else ""
+    return b.drop(columns="_cfg")
+
+
+PAIRED_COLUMNS = ["dataset", "ipc", "arch_eval", "protocol", "budget", "precision", "method_label", "params",
+                  "acc_mean", "acc_std", "n"] + SCORE_COLUMNS
+
+
+def paired_view(board: pd.DataFrame) -> pd.DataFrame:
+    """``--view paired``: one line per configuration, its mean, the paired difference to random
+    and to the best configuration of its cell (accuracy points, 95% CI half-width, p-value,
+    verdict) and the DD-Ranking scores."""
+    if board.empty or "vs_random" not in board:
+        return pd.DataFrame()
+    b = board[board.method_kind != "reference"].copy()
+
+    def num(x, f="{:+.2f}"):
+        return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f.format(x)
+
+    def diff(m, h, n):
+        if m is None or (isinstance(m, float) and math.isnan(m)):
+            return ""
+        return num(m) + ("" if isinstance(h, float) and math.isnan(h) else f" ± {h:.2f}") + f" (n={int(n)})"
+
+    view = pd.DataFrame({
+        "dataset": b.dataset_display, "ipc": b.ipc.map(_ipc_col), "arch": b.arch_eval_display,
+        "protocol": b.protocol, "budget": b.budget,
+        **({"precision": b.precision} if _precision_split(b) else {}),
+        "method": b.label,
+        "acc": [_fmt(m, s) + f" (n={n})" for m, s, n in zip(b.acc_mean, b.acc_std, b.n)],
+        "vs random (pp)": [diff(m, h, n) for m, h, n in zip(b.diff_random, b.diff_random_ci95, b.n_pairs_random)],
+        "p (random)": [num(p, "{:.3g}") for p in b.p_random],
+        "verdict (random)": b.vs_random,
+        "vs best (pp)": [diff(m, h, n) for m, h, n in zip(b.diff_best, b.diff_best_ci95, b.n_pairs_best)],
+        "p (best)": [num(p, "{:.3g}") for p in b.p_best],
+        "verdict (best)": b.vs_best,
+        "LRS": [num(x, "{:.3f}") for x in b.lrs], "ARS": [num(x, "{:.3f}") for x in b.ars],
+        "IOR": [num(x, "{:+.3f}") for x in b.ior], "HLR": [num(x, "{:.3f}") for x in b.hlr],
+    })
+    return view.reset_index(drop=True)
+
+
+def render_paired(board: pd.DataFrame, fmt: str = "md") -> str:
+    """md / latex of :func:`paired_view`; csv: the tidy numbers (:data:`PAIRED_COLUMNS`)."""
+    if fmt == "csv":
+        if board.empty or "vs_random" not in board:
+            return render_frame(pd.DataFrame(columns=PAIRED_COLUMNS), "csv")
+        return render_frame(board[board.method_kind != "reference"][PAIRED_COLUMNS], "csv")
+    return render_frame(paired_view(board), fmt, "(no results to compare)")
 
 
 # ------------------------------------------------------------------------- efficiency

@@ -146,3 +146,96 @@ def test_fashion_mnist_from_debian_package(tmp_path):
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
     d = load_dataset("fashion_mnist", False, DataSource(tmp_path / "empty", download=False))
     assert d.images.shape == (10000, 1, 28, 28) and [len(c) for c in d.class_indices] == [1000] * 10
+
+
+# ------------------------------------------------------------- checks on loaded arrays
+
+
+def _toy_npz(path, **arrays):
+    rng = np.random.default_rng(0)
+    base = dict(x_train=rng.integers(0, 256, (12, 8, 8), dtype=np.uint8), y_train=np.arange(12) % 3,
+                x_test=rng.integers(0, 256, (6, 8, 8), dtype=np.uint8), y_test=np.arange(6) % 3)
+    np.savez(path, **{**base, **arrays})
+    return f"npz:{path}"
+
+
+def test_float_pixels_are_scaled_with_a_note_never_truncated(tmp_path):
+    from benchmark.data import DataNote
+
+    x = np.random.default_rng(1).random((12, 8, 8)).astype(np.float32)
+    spec = _toy_npz(tmp_path / "unit.npz", x_train=x, x_test=x[:6])
+    with pytest.warns(DataNote, match=r"range \[0, 1\] \(detected\)"):
+        d = load_dataset(spec, True)
+    assert torch.equal(d.images[:, 0], torch.from_numpy(np.rint(x * 255).astype(np.uint8)))
+    x255 = x * 255
+    spec = _toy_npz(tmp_path / "byte.npz", x_train=x255, x_test=x255[:6])
+    with pytest.warns(DataNote, match=r"range \[0, 255\] \(detected\)"):
+        assert torch.equal(load_dataset(spec, True).images[:, 0], torch.from_numpy(np.rint(x255).astype(np.uint8)))
+    # a declared range wins over detection: these dark [0, 255] images stay dark
+    dark = x * 2
+    spec = _toy_npz(tmp_path / "dark.npz", x_train=dark, x_test=dark[:6], pixel_range=np.array([0.0, 255.0]))
+    with pytest.warns(DataNote, match="declared by pixel_range"):
+        assert int(load_dataset(spec, True).images.max()) <= 2
+
+
+@pytest.mark.parametrize("arrays,match", [
+    ({"x_train": np.full((12, 8, 8), np.inf, np.float32)}, "NaN or inf"),
+    ({"x_train": np.full((12, 8, 8), 300, np.int32)}, "integer pixels span 300..300"),
+    ({"x_train": np.full((12, 8, 8), 1.5, np.float32), "pixel_range": np.array([0.0, 1.0])}, "outside the declared"),
+    ({"y_train": np.arange(12) % 3 + 0.5}, "fractional"),
+    ({"y_train": np.eye(3)[np.arange(12) % 3]}, "not one-hot"),
+    ({"y_train": np.arange(11) % 3}, "12 images but 11 labels"),
+    ({"y_test": np.array([0, 1, 2, 3, 0, 1])}, "label\\(s\\) 3 never occur in training"),
+    ({"y_train": np.array([0, 3] * 6)}, "class\\(es\\) 1, 2 of 0..3 have no training images"),
+    ({"x_train": np.zeros((12, 8, 8), np.uint8)}, "same value"),
+])
+def test_user_npz_problems_are_one_line_naming_the_file(tmp_path, arrays, match):
+    from benchmark.errors import DbenchError
+
+    with pytest.raises(DbenchError, match=match) as e:
+        load_dataset(_toy_npz(tmp_path / "user.npz", **arrays), True)
+    assert "user.npz" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_registered_dataset_labels_outside_its_classes(tmp_path, monkeypatch):
+    monkeypatch.setenv("DBENCH_VERIFY_DATA", "0")
+    np.savez(tmp_path / "mnist.npz", x_train=np.zeros((2, 28, 28), np.uint8), y_train=np.array([3, 10]),
+             x_test=np.zeros((2, 28, 28), np.uint8), y_test=np.array([0, 1]))
+    with pytest.raises(DataNotFoundError, match=r"mnist \(train split\): labels span 3..10, outside the 10 classes"):
+        load_dataset("mnist", True, DataSource(tmp_path, download=False))
+
+
+def test_image_folder_test_split_uses_the_train_numbering(tmp_path):
+    from PIL import Image
+
+    from benchmark.errors import DbenchError
+
+    rng = np.random.default_rng(0)
+    for split, classes in (("train", ("cat", "dog", "emu")), ("test", ("dog", "emu"))):
+        for c in classes:
+            (tmp_path / "imgs" / split / c).mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 255, (6, 6), dtype=np.uint8)).save(tmp_path / "imgs" / split / c / "0.png")
+    te = load_dataset(f"folder:{tmp_path / 'imgs'}", False)
+    assert te.labels.tolist() == [1, 2] and te.info.classes == ("cat", "dog", "emu")  # not [0, 1]
+    (tmp_path / "imgs" / "test" / "yak").mkdir()
+    with pytest.raises(DbenchError, match="yak do not exist in train"):
+        load_dataset(f"folder:{tmp_path / 'imgs'}", False, DataSource(tmp_path / "other"))
+
+
+def test_registry_class_sizes_match_the_data(digits):
+    from benchmark.data import check_ipc_fits
+    from benchmark.errors import ConfigError
+
+    tr, _ = digits
+    assert list(tr.info.class_sizes) == [len(c) for c in tr.class_indices]
+    assert all(len(get_info(n).class_sizes) == get_info(n).num_classes
+               for n in ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "tinyimagenet", "digits"))
+    check_ipc_fits(tr.info, 130)
+    with pytest.raises(ConfigError, match=r"ipc 131 is larger than class 8 of digits, which has 130 training images"):
+        check_ipc_fits(tr.info, 131)
+
+
+@pytest.mark.data
+def test_registry_class_sizes_match_real_mnist(shared_data):
+    m = load_dataset("mnist", True, DataSource(shared_data, download=False))
+    assert list(m.info.class_sizes) == [len(c) for c in m.class_indices]

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.api import CoresetSelector, Selection, register_method, METHODS
+from benchmark.api import METHODS, CoresetSelector, Selection, register_method
 from benchmark.grid import GridSpec, expand, load_grid
 from benchmark.runner import run_cells
 from benchmark.store import ResultStore
@@ -103,3 +103,98 @@ def test_checkpoint_roundtrip_is_atomic(tmp_path):
     from benchmark.errors import ArtifactError
     with pytest.raises(ArtifactError, match="corrupt checkpoint"):
         ctx.load_checkpoint()
+
+
+# ------------------------------------------------------------------- claims (leases)
+
+
+def test_claims_one_holder_release_expiry_and_takeover(tmp_path):
+    import time
+
+    from benchmark.claims import Claims
+
+    a, b = Claims(tmp_path / "claims", ttl=1.0), Claims(tmp_path / "claims", ttl=1.0)
+    lease = a.try_acquire("cell-x")
+    assert lease is not None and b.try_acquire("cell-x") is None
+    assert b.holder("cell-x").owner == a.owner
+    lease.release()
+    assert a.holder("cell-x") is None
+    held = b.try_acquire("cell-x")  # never renewed: expires after the ttl
+    assert held is not None and a.try_acquire("cell-x") is None
+    time.sleep(1.1)
+    taken = a.try_acquire("cell-x")
+    assert taken is not None and not b.renew("cell-x")  # b lost it; renewing says so
+    held.release()  # releasing a lease someone else holds now leaves theirs alone
+    assert a.holder("cell-x").owner == a.owner
+    with a.try_acquire("cell-y") as renewed:  # renewed in the background while held
+        time.sleep(1.6)
+        assert b.try_acquire("cell-y") is None and not renewed.lost
+    assert b.try_acquire("cell-y") is not None
+
+
+def test_claims_of_a_dead_process_are_taken_over_at_once(tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from benchmark.claims import Claims
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    c = Claims(tmp_path)
+    c.path("k").write_text(json.dumps({"key": "k", "owner": "gone", "host": socket.gethostname(), "pid": dead.pid,
+                                       "start": None, "acquired": time.time(), "expires": time.time() + 3600}))
+    assert c.holder("k") is None and c.try_acquire("k") is not None
+    # another host's lease cannot be checked: it holds until it expires
+    c.path("j").write_text(json.dumps({"key": "j", "owner": "far", "host": "elsewhere.invalid", "pid": 1,
+                                       "start": None, "acquired": time.time(), "expires": time.time() + 3600}))
+    assert c.try_acquire("j") is None
+    c.path("u").write_text("{half a lease")  # unreadable: held until ttl after its last change
+    assert c.try_acquire("u") is None
+
+
+def test_run_cells_leaves_a_held_cell_to_its_holder_and_waits(store_dir):
+    import threading
+    import time
+
+    from benchmark.claims import Claims
+
+    store = ResultStore(store_dir)
+    cells = _cells(only={"method": {"random"}})
+    other = Claims(store_dir / "claims")  # another live worker holds the first cell
+    lease = other.try_acquire(f"cell-{cells[0].hash}").start()
+    done = []
+    t = threading.Thread(target=lambda: done.extend(run_cells(cells, store, poll_s=0.1)))
+    t.start()
+    deadline = time.monotonic() + 120
+    while not store.is_finished(cells[1].hash, cells[1].num_eval) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)
+    assert store.model_indices(cells[0].hash) == set() and t.is_alive()  # not computed, waited for
+    lease.release()
+    t.join(timeout=120)
+    assert [o.status for o in done] == ["finished", "finished"]
+
+
+def test_rows_are_never_written_twice(store_dir):
+    store = ResultStore(store_dir)
+    assert store.write_row("abc", 0, {"v": 1}) is True
+    assert store.write_row("abc", 0, {"v": 2}) is False
+    p = store_dir / "rows" / "abc" / "m0.json"
+    assert p.read_text() == '{"v": 1}' and not list(p.parent.glob(".tmp-*"))
+    from benchmark.store import atomic_write_text
+
+    assert atomic_write_text(p, '{"v": 3}', replace=False) is False and p.read_text() == '{"v": 1}'
+
+
+def test_stale_checkpoints_are_removed_once_their_set_is_saved(store_dir):
+    g = load_grid(FIX / "tiny.yaml")
+    (cell,) = expand(g.model_copy(update={"methods": g.methods[:1], "ipc": [1]}), only={"exp": {"0"}})
+    store = ResultStore(store_dir)
+    work = store.workdir(cell.synset_hash)
+    work.mkdir(parents=True)
+    (work / "checkpoint.pt").write_bytes(b"old")
+    (out,) = run_cells([cell], store)
+    assert out.status == "finished" and store.synset_path(cell.synset_hash).exists() and not work.exists()
