@@ -60,7 +60,8 @@ def register_budget(b: Budget) -> Budget:
 
 register_budget(Budget(
     name="paper",
-    description="the preset's official iterations, epochs and counts; full-data reference 300 epochs (IDC's full-data default)",
+    description="the preset's official iterations, epochs and counts; full-data reference 300 epochs "
+                "(IDC's full-data default)",
 ))
 register_budget(Budget(
     name="cpu",

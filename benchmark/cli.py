@@ -25,14 +25,29 @@ err_console = Console(stderr=True)
 
 # ------------------------------------------------------------ shared option types
 GridOpt = Annotated[Path, typer.Option("--grid", "-g", help="Grid YAML (e.g. tables/quickstart.yaml).")]
-OptGridOpt = Annotated[Optional[Path], typer.Option("--grid", "-g", help="Restrict to this grid's cells (default: whole store).")]
-BudgetOpt = Annotated[Optional[str], typer.Option("--budget", "-b", help="Override the grid's budget: paper, cpu or smoke.")]
-OnlyOpt = Annotated[Optional[list[str]], typer.Option("--only", help="KEY=V1,V2 filter (repeatable): method, dataset, ipc, arch_distill, arch_eval, protocol, exp.")]
-DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Folder with dataset files (or set DBENCH_DATA_DIR).")]
-ResultsOpt = Annotated[Optional[Path], typer.Option("--results-dir", help="Results store (default results/store, or DBENCH_RESULTS_DIR).")]
+OptGridOpt = Annotated[
+    Optional[Path], typer.Option("--grid", "-g", help="Restrict to this grid's cells (default: whole store).")
+]
+BudgetOpt = Annotated[
+    Optional[str], typer.Option("--budget", "-b", help="Override the grid's budget: paper, cpu or smoke.")
+]
+OnlyOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--only", help="KEY=V1,V2 filter (repeatable): method, dataset, ipc, arch_distill, arch_eval, "
+                                "protocol, exp.")
+]
+DataDirOpt = Annotated[
+    Optional[Path], typer.Option("--data-dir", help="Folder with dataset files (or set DBENCH_DATA_DIR).")
+]
+ResultsOpt = Annotated[
+    Optional[Path],
+    typer.Option("--results-dir", help="Results store (default results/store, or DBENCH_RESULTS_DIR).")
+]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
-TrackingOpt = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: sqlite in the results dir).")]
+TrackingOpt = Annotated[
+    Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: sqlite in the results dir).")
+]
 NoMlflowOpt = Annotated[bool, typer.Option("--no-mlflow", help="Do not log to MLflow.")]
 
 
@@ -85,7 +100,8 @@ def _user_errors(fn):
                               "progress is marked KILLED in MLflow; rerun the same command to resume.", soft_wrap=True)
             raise typer.Exit(143) from None
         except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]: finished cells and models are saved; rerun the same command to resume.")
+            err_console.print("[yellow]interrupted[/]: finished cells and models are saved; "
+                              "rerun the same command to resume.")
             raise typer.Exit(130) from None
 
     return wrapper
@@ -188,7 +204,8 @@ def run(
     _print_frame(pivot(board), f"{spec.name} leaderboard (test accuracy %, mean ± std over n models)")
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
-        err_console.print(f"[red]{len(failed)} cell(s) failed[/]; details in {store.root / 'failures'}. Rerun to retry them.")
+        err_console.print(f"[red]{len(failed)} cell(s) failed[/]; details in {store.root / 'failures'}. "
+                          "Rerun to retry them.")
         raise typer.Exit(1)
 
 
@@ -200,7 +217,8 @@ def _select_rows(rows: list[dict], cells) -> list[dict]:
 
 @app.command()
 @_user_errors
-def validate(grid: Annotated[Path, typer.Argument(help="Grid YAML.")], budget: BudgetOpt = None, debug: DebugOpt = False) -> None:
+def validate(grid: Annotated[Path, typer.Argument(help="Grid YAML.")], budget: BudgetOpt = None,
+             debug: DebugOpt = False) -> None:
     """Check a grid (names, fields, presets) and print its cell count."""
     from .data import check_ipc_fits, get_info
     from .grid import expand, load_grid
@@ -241,7 +259,8 @@ def table(
     lrs_w: Annotated[float, typer.Option("--lrs-w", help="DD-Ranking LRS weight w: alpha = w IOR - (1-w) HLR.")] = 0.5,
     ars_gamma: Annotated[float, typer.Option("--ars-gamma", help="DD-Ranking ARS weight of the augmented gap.")] = 0.5,
     rows_file: Annotated[Optional[Path], typer.Option("--rows", help="Build from an exported rows file "
-                                                      "(<out>/rows/<name>.jsonl) instead of the results store.")] = None,
+                                                      "(<out>/rows/<name>.jsonl) instead of the results "
+                                                      "store.")] = None,
     results_dir: ResultsOpt = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -355,7 +374,8 @@ def read_rows_file(path: Path) -> tuple[list[dict], dict[str, dict]]:
             else:
                 curves[rec["synset_hash"]] = rec["curve"]
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise ConfigError(f"{path}:{i}: not a dbench rows line; regenerate the file with `dbench table --out`.") from None
+            raise ConfigError(f"{path}:{i}: not a dbench rows line; "
+                              "regenerate the file with `dbench table --out`.") from None
     return rows, curves
 
 
@@ -396,7 +416,8 @@ def tune(
     trials: Annotated[Optional[int], typer.Option("--trials", "-n", help="Completed trials to reach (default: "
                                                   "the file's `trials`); a rerun continues the study.")] = None,
     write_grid: Annotated[Optional[Path], typer.Option("--write-grid", help="Write the best parameters as a grid "
-                                                       "(beside random) whose `dbench run` measures test accuracy.")] = None,
+                                                       "(beside random) whose `dbench run` measures test "
+                                                       "accuracy.")] = None,
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (default: sqlite in "
                                                    "<results>/tune); share one to tune from several machines.")] = None,
     data_dir: DataDirOpt = None,
@@ -446,7 +467,8 @@ def tune(
 @app.command()
 @_user_errors
 def continual(
-    spec_file: Annotated[Path, typer.Argument(help="Continual-learning YAML (e.g. tables/continual/dm_cifar100.yaml).")],
+    spec_file: Annotated[Path, typer.Argument(help="Continual-learning YAML "
+                                                   "(e.g. tables/continual/dm_cifar100.yaml).")],
     budget: BudgetOpt = None,
     method: Annotated[Optional[list[str]], typer.Option("--method", help="Only these methods (repeatable).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Also write <name>.md/.csv into this folder.")] = None,
@@ -525,7 +547,8 @@ def list_(
 
         for k, a in ARCHS.items():
             rows.append({"name": k, "display": a.display_name, "description": a.description})
-        rows.append({"name": "timm:<name>", "display": "-", "description": "any timm model (pip install 'dbench[timm]')"})
+        rows.append({"name": "timm:<name>", "display": "-",
+                     "description": "any timm model (pip install 'dbench[timm]')"})
         from .models import EVAL_POOLS
 
         for k, pool in EVAL_POOLS.items():
@@ -538,7 +561,8 @@ def list_(
 
             deprecated("`dbench list presets` is now `dbench list protocols` (method presets: `dbench list methods`)")
         for k, p in PROFILES.items():
-            rows.append({"name": k, "epochs": p.epochs, "batch": p.batch_size, "aug": p.aug, "description": p.description})
+            rows.append({"name": k, "epochs": p.epochs, "batch": p.batch_size, "aug": p.aug,
+                         "description": p.description})
     elif kind == "budgets":
         from .budgets import BUDGETS
 

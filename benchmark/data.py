@@ -487,7 +487,8 @@ def _cifar_like(name: str, npz_prefix: str, folder: str, tv_cls: str, label_key:
     def load(source: DataSource, train: bool):
         for root in source.roots():
             if train and (root / f"{npz_prefix}_train_part0.npz").exists():
-                parts = sorted(root.glob(f"{npz_prefix}_train_part*.npz"), key=lambda p: int(p.stem.rsplit("part", 1)[1]))
+                parts = sorted(root.glob(f"{npz_prefix}_train_part*.npz"),
+                               key=lambda p: int(p.stem.rsplit("part", 1)[1]))
                 arrs = [_read_npz(p, ("x_train", "y_train")) for p in parts]
                 return np.concatenate([a for a, _ in arrs]), np.concatenate([b for _, b in arrs])
             if not train and (root / f"{npz_prefix}_test.npz").exists():
@@ -582,7 +583,8 @@ def _digits(source: DataSource, train: bool):
 _MNIST_CLASSES = tuple(str(i) for i in range(10))
 
 register_dataset(
-    DatasetInfo("mnist", "MNIST", 10, 1, (28, 28), (0.1307,), (0.3081,), "MNIST handwritten digits, 60k/10k, 28x28 grey",
+    DatasetInfo("mnist", "MNIST", 10, 1, (28, 28), (0.1307,), (0.3081,),
+                "MNIST handwritten digits, 60k/10k, 28x28 grey",
                 DSA_DIGITS, _MNIST_CLASSES, is_digits=True,
                 class_sizes=(5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949))
 )(_mnist_like("mnist", "mnist.npz", "MNIST", None))

@@ -67,7 +67,8 @@ def intermediate_evaluator(cell: Cell, test, device: torch.device):
 
     def probe(s: SyntheticSet, it: int) -> dict[str, float]:
         x, y = s.training_tensors()
-        plan = eval_plan(cell.protocol, cell.budget, info, cell.arch_eval, len(y), seed=derive_seed(cell.seed, "curve", it),
+        plan = eval_plan(cell.protocol, cell.budget, info, cell.arch_eval, len(y),
+                         seed=derive_seed(cell.seed, "curve", it),
                          num_eval=1, device=device, precision=cell.precision, factor=s.decode.factor, ipc=cell.ipc)
         r = plan.run(tensor_source(x, y, device), info, test)
         return {"test_acc": r[0].test_acc}
@@ -130,7 +131,8 @@ def produce_synset(cell: Cell, real, store: ResultStore, device: torch.device, t
         store.write_curve(cell.synset_hash, {"curve": curve, "iterations": synset.meta.get("iterations"),
                                              "wall_s": synset.meta.get("wall_s", elapsed), "distill_time_s": elapsed})
     if curve:
-        tracker.log_artifact(save_curve_png(curve, store.root / "artifacts" / cell.hash / "accuracy_vs_iteration.png", cell.key))
+        tracker.log_artifact(save_curve_png(curve, store.root / "artifacts" / cell.hash / "accuracy_vs_iteration.png",
+                                            cell.key))
     synset.save(path)
     return synset, elapsed
 
@@ -156,7 +158,8 @@ def save_png(synset: SyntheticSet, path: Path, min_px: int = 32) -> Path:
 
 
 def run_cell(cell: Cell, store: ResultStore, tracker, opts: RunOptions, progress: Progress,
-             data: tuple[RealData, RealData] | None = None, split: str = "test", extra: dict | None = None) -> CellOutcome:
+             data: tuple[RealData, RealData] | None = None, split: str = "test",
+             extra: dict | None = None) -> CellOutcome:
     """Run one cell. ``data=(train, eval)`` replaces the dataset's train/test splits (tuning
     passes a train part and a validation split carved from the training set; ``split='val'``
     then names every accuracy ``val_acc`` so no number of it can pass for a test accuracy).

@@ -243,7 +243,8 @@ class ResultStore:
         return {i for i, _ in self._row_files(d)}
 
     def is_finished(self, cell_hash: str, num_eval: int) -> bool:
-        return (self.root / "cells" / f"{cell_hash}.json").exists() and set(range(num_eval)) <= self.model_indices(cell_hash)
+        return ((self.root / "cells" / f"{cell_hash}.json").exists()
+                and set(range(num_eval)) <= self.model_indices(cell_hash))
 
     def finish_cell(self, cell_hash: str, summary: dict[str, Any]) -> None:
         atomic_write_text(self.root / "cells" / f"{cell_hash}.json", json.dumps(summary, sort_keys=True, default=str))
@@ -307,4 +308,5 @@ class ResultStore:
                 try:
                     yield upgrade(json.loads(p.read_text()))
                 except (json.JSONDecodeError, UnicodeDecodeError, KeyError, AttributeError, TypeError):
-                    raise DbenchError(f"{p}: unreadable result row (partial write by another tool?). Delete it.") from None
+                    raise DbenchError(f"{p}: unreadable result row (partial write by another tool?). "
+                                      "Delete it.") from None

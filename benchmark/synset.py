@@ -118,7 +118,8 @@ class SyntheticSet:
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {"images": self.images.detach().cpu().contiguous().float(), "labels": self.labels.detach().cpu().long()}
+        tensors = {"images": self.images.detach().cpu().contiguous().float(),
+                   "labels": self.labels.detach().cpu().long()}
         if self.indices is not None:
             tensors["indices"] = self.indices.cpu().long()
         from .claims import tmp_prefix
@@ -192,7 +193,8 @@ class SyntheticSet:
             raise ArtifactError(f"the synthetic set holds no images; nothing can be trained on it ({info.name}).")
         want = (info.channels, *info.im_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != want:
-            raise ArtifactError(f"synthetic images have shape {tuple(x.shape)}, expected [N, {', '.join(map(str, want))}] for {info.name}.")
+            raise ArtifactError(f"synthetic images have shape {tuple(x.shape)}, "
+                                f"expected [N, {', '.join(map(str, want))}] for {info.name}.")
         if y.ndim != 1 or y.numel() != x.shape[0]:
             raise ArtifactError(f"labels have shape {tuple(y.shape)}, expected [{x.shape[0]}].")
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= info.num_classes):
@@ -230,8 +232,10 @@ def _load_pt(path: Path, info: DatasetInfo | None) -> SyntheticSet:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
-        reason = "untrusted content (not plain tensors)" if "weights_only" in str(e) or "Unsupported" in str(e) else type(e).__name__
-        raise ArtifactError(f"{path}: cannot load as a tensor file: {reason}. Only plain tensor files are accepted.") from None
+        reason = ("untrusted content (not plain tensors)" if "weights_only" in str(e) or "Unsupported" in str(e)
+                  else type(e).__name__)
+        raise ArtifactError(f"{path}: cannot load as a tensor file: {reason}. "
+                            "Only plain tensor files are accepted.") from None
     images = labels = None
     if isinstance(obj, dict) and "images" in obj and "labels" in obj:
         images, labels = obj["images"], obj["labels"]

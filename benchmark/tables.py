@@ -36,7 +36,8 @@ def published_path() -> Path:
 def load_published(path: Path | None = None) -> pd.DataFrame:
     p = path or published_path()
     if not p.exists():
-        return pd.DataFrame(columns=["source", "table", "method", "dataset", "ipc", "arch_eval", "metric", "value", "std"])
+        return pd.DataFrame(columns=["source", "table", "method", "dataset", "ipc", "arch_eval", "metric", "value",
+                                     "std"])
     return pd.read_csv(p, keep_default_na=False, na_values=[""])
 
 
@@ -212,7 +213,8 @@ def cross_arch_pivot(board: pd.DataFrame) -> pd.DataFrame:
     other = b[b.arch_eval != b.arch_distill]
     transfer = other.groupby(index, sort=False).acc_mean.agg(["mean", "count"])
     out = out.join(transfer)
-    out["transfer"] = [f"{m:.1f} (over {int(c)})" if c == c and c else "" for m, c in zip(out.pop("mean"), out.pop("count"))]
+    out["transfer"] = [f"{m:.1f} (over {int(c)})" if c == c and c else ""
+                       for m, c in zip(out.pop("mean"), out.pop("count"))]
     out = out.reset_index().rename(columns={"dataset_display": "dataset", "label": "method"})
     return out.fillna("")
 
@@ -498,8 +500,8 @@ def render_paired(board: pd.DataFrame, fmt: str = "md") -> str:
 
 # ------------------------------------------------------------------------- efficiency
 
-EFFICIENCY_COLUMNS = ["method", "dataset", "ipc", "arch", "protocol", "budget", "acc_mean", "acc_std", "n", "iterations",
-                      "distill_s", "baseline", "baseline_acc", "baseline_iterations", "iters_to_baseline",
+EFFICIENCY_COLUMNS = ["method", "dataset", "ipc", "arch", "protocol", "budget", "acc_mean", "acc_std", "n",
+                      "iterations", "distill_s", "baseline", "baseline_acc", "baseline_iterations", "iters_to_baseline",
                       "speedup", "wall_s_to_baseline", "curve_points"]
 
 
@@ -542,7 +544,8 @@ def efficiency(rows: Iterable[dict] | pd.DataFrame, curves: dict[str, dict]) -> 
             for r in recs:  # several sets: average their probes per iteration
                 for it, acc, wall in r.get("curve", []):
                     pts.setdefault(float(it), []).append((float(acc), float(wall)))
-            curve = [(it, sum(a for a, _ in v) / len(v), sum(w for _, w in v) / len(v)) for it, v in sorted(pts.items())]
+            curve = [(it, sum(a for a, _ in v) / len(v), sum(w for _, w in v) / len(v))
+                     for it, v in sorted(pts.items())]
             wall = sum(float(r.get("wall_s") or 0) for r in recs) / max(len(recs), 1)
             curve.append((float(iters), float(accs.mean()), wall))
             labels[label] = {"method": first.method, "config": first.resolved_config or {},

@@ -87,7 +87,8 @@ def test_tinyimagenet_folder_layout(tmp_path):
     (root / "val" / "images").mkdir(parents=True)
     lines = []
     for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(root / "val" / "images" / f"val_{i}.JPEG")
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+            root / "val" / "images" / f"val_{i}.JPEG")
         lines.append(f"val_{i}.JPEG\t{wnids[i % 2]}\t0\t0\t64\t64")
     (root / "val" / "val_annotations.txt").write_text("\n".join(lines))
     src = DataSource(tmp_path, download=False)
@@ -99,7 +100,8 @@ def test_user_npz_and_image_folder(tmp_path):
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "toy.npz", x_train=rng.integers(0, 255, (8, 16, 16, 3), dtype=np.uint8), y_train=np.arange(8) % 2,
+    np.savez(tmp_path / "toy.npz", x_train=rng.integers(0, 255, (8, 16, 16, 3), dtype=np.uint8),
+             y_train=np.arange(8) % 2,
              x_test=rng.integers(0, 255, (4, 16, 16, 3), dtype=np.uint8), y_test=np.arange(4) % 2)
     d = load_dataset(f"npz:{tmp_path / 'toy.npz'}")
     assert d.images.shape == (8, 3, 16, 16) and d.num_classes == 2
@@ -107,7 +109,8 @@ def test_user_npz_and_image_folder(tmp_path):
         for c in ("cat", "dog"):
             (tmp_path / "imgs" / split / c).mkdir(parents=True)
             for i in range(2):
-                Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "imgs" / split / c / f"{i}.png")
+                Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(
+                    tmp_path / "imgs" / split / c / f"{i}.png")
     f = load_dataset(f"folder:{tmp_path / 'imgs'}", False)
     assert f.images.shape == (4, 3, 12, 12) and f.labels.tolist() == [0, 0, 1, 1]
 

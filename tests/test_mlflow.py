@@ -28,7 +28,8 @@ def test_one_run_per_cell_with_params_metrics_artifacts(tmp_path):
     cell = cells[0]
     assert run.data.tags["dbench.cell_hash"] == cell.hash and run.info.status == "FINISHED"
     p = run.data.params
-    assert p["method"] == "random" and p["protocol.epochs"] == "1000" and p["budget.name"] == "smoke" and p["cell_hash"] == cell.hash
+    assert (p["method"] == "random" and p["protocol.epochs"] == "1000" and p["budget.name"] == "smoke"
+            and p["cell_hash"] == cell.hash)
     m = run.data.metrics
     for k in ("test_acc_mean", "test_acc_std", "distill_time_s", "eval_time_s", "peak_rss_mib", "eval/test_acc"):
         assert k in m

@@ -23,7 +23,8 @@ def test_run_writes_rows_then_skips_finished(store_dir):
     rows = list(store.iter_rows())
     assert len(rows) == 3
     r = rows[0]
-    for k in ("cell_hash", "budget", "protocol", "protocol_config", "resolved_config", "budget_config", "git_commit", "set_seed", "model_seed", "test_acc", "torch_version", "hardware", "dbench_version"):
+    for k in ("cell_hash", "budget", "protocol", "protocol_config", "resolved_config", "budget_config", "git_commit",
+              "set_seed", "model_seed", "test_acc", "torch_version", "hardware", "dbench_version"):
         assert k in r
     assert {r["budget"] for r in rows} == {"smoke"}
     synsets = list((store_dir / "synsets").glob("*.safetensors"))
