@@ -233,7 +233,7 @@ def validate(grid: Annotated[Path, typer.Argument(help="Grid YAML.")], budget: B
 # ----------------------------------------------------------------------- table
 
 
-VIEWS = ("leaderboard", "efficiency", "cross_arch", "precision", "paired")
+VIEWS = ("leaderboard", "efficiency", "cross_arch", "precision", "paired", "continual")
 
 
 @app.command()
@@ -255,7 +255,9 @@ def table(
                                       "precision: fp32 vs bf16 paired on the same sets and networks; "
                                       "paired: each method minus random and minus the cell's best, paired on "
                                       "set seed and network (95% CI, paired t p-value, tie when the CI covers 0), "
-                                      "with DD-Ranking's LRS/ARS from fractions.")] = "leaderboard",
+                                      "with DD-Ranking's LRS/ARS from fractions; continual: the per-step "
+                                      "table of `dbench continual` rows (--results-dir "
+                                      "<results>/continual/<name>).")] = "leaderboard",
     lrs_w: Annotated[float, typer.Option("--lrs-w", help="DD-Ranking LRS weight w: alpha = w IOR - (1-w) HLR.")] = 0.5,
     ars_gamma: Annotated[float, typer.Option("--ars-gamma", help="DD-Ranking ARS weight of the augmented gap.")] = 0.5,
     rows_file: Annotated[Optional[Path], typer.Option("--rows", help="Build from an exported rows file "
@@ -319,6 +321,13 @@ def table(
         draw, stem = render_efficiency, f"{name}_efficiency"
     elif view == "precision":
         board, draw, stem = rows, render_precision, f"{name}_precision"
+    elif view == "continual":  # rows of `dbench continual` (--results-dir <results>/continual/<name>)
+        from .tables import continual_table, render_frame
+
+        board, stem = rows, f"{name}_continual"
+
+        def draw(b, f):
+            return render_frame(continual_table(b), f)
     elif view == "paired":
         board, draw, stem = leaderboard(rows, lrs_weight=lrs_w, ars_gamma=ars_gamma), render_paired, f"{name}_paired"
     else:

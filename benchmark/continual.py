@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -238,39 +237,5 @@ def run_continual(spec: ContinualSpec, store: ResultStore, tracker, device: str 
     return [r for r in store.iter_rows(hashes) if r["model_index"] < num_eval]
 
 
-def continual_table(rows: list[dict], published: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per (dataset, method configuration, steps): mean ± std over orders x networks at every
-    step, the final step, and the published final-step number beside ours. A pure function of
-    the rows (labels and params come from them)."""
-    from .tables import _fmt, load_published, method_label
-
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    pub = load_published() if published is None else published
-    df["label"] = [method_label(d, p, q) for d, p, q in zip(df.method_display, df.method_preset, df.params_label)]
-    out = []
-    for (ds, label, T), g in df.groupby(["dataset_display", "label", "steps"], sort=True):
-        row: dict[str, Any] = {"dataset": ds, "method": label, "steps": int(T), "ipc": int(g.ipc.iloc[0]),
-                               "budget": g.budget.iloc[0], "protocol": g.protocol.iloc[0], "orders": g.order.nunique()}
-        for t, gt in g.groupby("step", sort=True):
-            row[f"step {int(t)}"] = f"{gt.test_acc.mean():.1f} ± {gt.test_acc.std(ddof=0):.1f}"
-        last = g[g.step == g.step.max()].test_acc
-        row["final"] = f"{_fmt(last.mean(), last.std(ddof=0))} (n={len(last)})"
-        hit = pub[(pub.metric == "cl_final_acc") & (pub.method == g.method_display.iloc[0]) & (pub.dataset == ds)
-                  & (pub.ipc == float(row["ipc"])) & pub.notes.fillna("").str.startswith(f"{int(T)} steps")]
-        row["paper final"] = "" if hit.empty else f"{hit.value.iloc[0]:.1f}"
-        out.append(row)
-    return pd.DataFrame(out).fillna("")
-
-
-def continual_csv(rows: list[dict]) -> str:
-    """Tidy CSV: one line per (method, steps, order, step, network)."""
-    from .tables import method_label
-
-    df = pd.DataFrame(rows)
-    df["method_label"] = [method_label(d, p, q)
-                          for d, p, q in zip(df.method_display, df.method_preset, df.params_label)]
-    cols = ["method_label", "dataset", "ipc", "steps", "order", "step", "classes_seen", "n_memory", "model_index",
-            "test_acc", "arch_eval", "protocol", "budget", "epochs", "method"]
-    return df[cols].sort_values(cols[:9]).to_csv(index=False, float_format="%.4f")
+# the continual views are pure functions of rows: they live with the other tables
+from .tables import continual_csv, continual_table  # noqa: E402,F401

@@ -688,12 +688,9 @@ def build_site(inputs: SiteInputs, out: Path, *, published: pd.DataFrame | None 
         sections.append(("continual", "Continual learning",
                          "Class-incremental (GDumb-style): test accuracy on the classes seen so far after each step, "
                          "mean ± std over orders x networks.", continual_charts(continual_points(cont_rows))))
-        try:
-            from .continual import continual_table
-        except Exception:  # noqa: BLE001 - torch-side module unavailable: the plot alone
-            continual_table = None
-        if continual_table is not None:
-            cont_table = simple_table(continual_table(cont_rows, published), "continual-steps")
+        from .tables import continual_table
+
+        cont_table = simple_table(continual_table(cont_rows, published), "continual-steps")
     sections = [s for s in sections if s[3] or (s[0] == "continual" and cont_table)]
     charts: dict[str, dict] = {}
     plots = []

@@ -137,3 +137,22 @@ def test_shipped_continual_files_load():
     root = Path(__file__).parent.parent / "tables" / "continual"
     for p in sorted(root.glob("*.yaml")):
         load_continual(p)
+
+
+def test_continual_view_from_rows_alone(tmp_path):
+    """`dbench table --view continual` rebuilds the per-step table from stored rows."""
+    from typer.testing import CliRunner
+
+    from benchmark.cli import app
+    from benchmark.store import ResultStore
+
+    store = ResultStore(tmp_path / "cl")
+    base = dict(schema=2, task="continual", dataset_display="CIFAR-100", dataset="cifar100", method="dm",
+                method_label="dm.official", method_display="DM", method_preset="official", params_label="",
+                steps=5, ipc=20, budget="paper", protocol="dsa", exp=0, arch_eval="ConvNet", arch_distill="ConvNet")
+    for step, acc in ((1, 60.0), (5, 33.0)):
+        store.write_row(f"h{step}", 0, dict(base, cell_hash=f"h{step}", order=0, step=step, model_index=0,
+                                            test_acc=acc))
+    r = CliRunner().invoke(app, ["table", "--view", "continual", "--results-dir", str(store.root)])
+    assert r.exit_code == 0, r.output
+    assert "step 5" in r.output and "33.0" in r.output and "34.4" in r.output  # published final beside ours
