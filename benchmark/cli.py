@@ -49,6 +49,7 @@ TrackingOpt = Annotated[
     Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: sqlite in the results dir).")
 ]
 NoMlflowOpt = Annotated[bool, typer.Option("--no-mlflow", help="Do not log to MLflow.")]
+EXEC_PANEL = "Executors (where the cells run)"
 
 
 class Terminated(KeyboardInterrupt):
@@ -146,10 +147,38 @@ def run(
     no_mlflow: NoMlflowOpt = False,
     device: DeviceOpt = "auto",
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing cell.")] = False,
+    executor: Annotated[str, typer.Option("--executor", "-x", help="serial (this process, default), local (a pool of "
+                                          "worker processes), ray or slurm (submitit job array).",
+                                          rich_help_panel=EXEC_PANEL)] = "serial",
+    gpus: Annotated[Optional[str], typer.Option("--gpus", help="local: GPU ids for the pool, e.g. 0,1,2,3 (each job "
+                                                "sees only its GPU).", rich_help_panel=EXEC_PANEL)] = None,
+    jobs_per_gpu: Annotated[int, typer.Option("--jobs-per-gpu", help="local: concurrent cells per GPU.",
+                                              rich_help_panel=EXEC_PANEL)] = 1,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="local without --gpus: concurrent CPU workers "
+                                                "(default 1).", rich_help_panel=EXEC_PANEL)] = None,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="ray: cluster address ('auto': the "
+                                                       "running cluster); default: start a local Ray.",
+                                                       rich_help_panel=EXEC_PANEL)] = None,
+    gpus_per_cell: Annotated[float, typer.Option("--gpus-per-cell", help="ray (fractional allowed) / slurm: GPUs per "
+                                                 "cell.", rich_help_panel=EXEC_PANEL)] = 0.0,
+    cpus_per_cell: Annotated[float, typer.Option("--cpus-per-cell", help="ray / slurm: CPUs per cell.",
+                                                 rich_help_panel=EXEC_PANEL)] = 1.0,
+    max_retries: Annotated[Optional[int], typer.Option("--max-retries", help="local / ray: restarts of a cell whose "
+                                                       "worker died (default 1 local, 3 ray).",
+                                                       rich_help_panel=EXEC_PANEL)] = None,
+    slurm_partition: Annotated[Optional[str], typer.Option("--slurm-partition", help="slurm: partition.",
+                                                           rich_help_panel=EXEC_PANEL)] = None,
+    slurm_time: Annotated[str, typer.Option("--slurm-time", help="slurm: time limit per cell (HH:MM:SS).",
+                                            rich_help_panel=EXEC_PANEL)] = "04:00:00",
+    max_parallel: Annotated[int, typer.Option("--max-parallel", help="slurm: array jobs running at once.",
+                                              rich_help_panel=EXEC_PANEL)] = 32,
+    wait: Annotated[bool, typer.Option("--wait", help="slurm: follow the jobs until they end (default: return once "
+                                       "submitted; see `dbench status`).", rich_help_panel=EXEC_PANEL)] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Run every cell of a grid (skipping finished ones) and print the leaderboard."""
     from .data import DataSource, check_ipc_fits, load_dataset
+    from .executors import make_executor
     from .grid import expand, load_grid, parse_only
     from .progress import console_progress
     from .runner import RunOptions, run_cells
@@ -161,6 +190,10 @@ def run(
     _check_grid_file(grid)
     spec = load_grid(grid)
     cells = expand(spec, budget=budget, only=parse_only(only))
+    retries = {} if max_retries is None else {"max_retries": max_retries}
+    ex = make_executor(executor, gpus=gpus, jobs_per_gpu=jobs_per_gpu, jobs=jobs, ray_address=ray_address,
+                       gpus_per_cell=gpus_per_cell, cpus_per_cell=cpus_per_cell, slurm_partition=slurm_partition,
+                       slurm_time=slurm_time, max_parallel=max_parallel, wait=wait, **retries)
     store = ResultStore(results_dir)
     store.check(write=False)
     if dry_run:
@@ -191,6 +224,19 @@ def run(
     tracker.experiment(spec.name)  # a name MLflow refuses fails now
     console.print(f"[bold]{spec.name}[/]: {len(cells)} cells, budget [cyan]{cells[0].budget.name}[/], "
                   f"protocol [cyan]{cells[0].protocol_name}[/], results in {store.root}, MLflow {tracker.uri}")
+    if ex.name == "slurm" and not wait:
+        from .executors import cell_states
+
+        submitted, left = ex.submit(cells, store, opts)
+        counts = _count_states(cell_states(cells, store))
+        console.print(f"submitted {len(submitted)} cell(s) as a job array ({ex.describe()}); "
+                      f"left alone {len(left)} (done or already queued/running). Now: {counts}.")
+        console.print(f"follow with `dbench status --grid {grid}`; log finished cells to MLflow with "
+                      f"`dbench collect --grid {grid}` (also done by `dbench run ... --wait`).")
+        return
+    if ex.name != "serial":
+        console.print(f"executor: {ex.describe()} (workers log nothing to MLflow; finished cells are logged here "
+                      "after they end)")
     with console_progress(console) as progress:
         def report(o):
             if o.status == "failed":
@@ -198,7 +244,12 @@ def run(
             else:
                 progress.log(f"[green]{o.status}[/] {o.cell.key}: {o.acc_mean:.2f} ± {o.acc_std:.2f} (n={o.n})")
 
-        outcomes = run_cells(cells, store, tracker, opts, progress, on_outcome=report)
+        if ex.name == "serial":
+            outcomes = run_cells(cells, store, tracker, opts, progress, on_outcome=report)
+        else:
+            from .executors import run_grid
+
+            outcomes = run_grid(cells, store, ex, tracker=tracker, opts=opts, progress=progress, on_outcome=report)
     rows = list(store.iter_rows({c.hash for c in cells}))
     board = leaderboard(_select_rows(rows, cells))
     _print_frame(pivot(board), f"{spec.name} leaderboard (test accuracy %, mean ± std over n models)")
@@ -207,6 +258,71 @@ def run(
         err_console.print(f"[red]{len(failed)} cell(s) failed[/]; details in {store.root / 'failures'}. "
                           "Rerun to retry them.")
         raise typer.Exit(1)
+
+
+def _count_states(states) -> str:
+    from collections import Counter
+
+    n = Counter(s for _, s, _ in states)
+    return ", ".join(f"{k} {n[k]}" for k in ("done", "running", "queued", "failed", "todo") if n[k]) or "no cells"
+
+
+def _grid_cells(grid: Path, budget, only):
+    from .grid import expand, load_grid, parse_only
+
+    _check_grid_file(grid)
+    spec = load_grid(grid)
+    return spec, expand(spec, budget=budget, only=parse_only(only))
+
+
+@app.command()
+@_user_errors
+def status(grid: GridOpt, budget: BudgetOpt = None, only: OnlyOpt = None, results_dir: ResultsOpt = None,
+           debug: DebugOpt = False) -> None:
+    """Per cell: done, running, queued, failed or todo (results store + the SLURM queue)."""
+    import pandas as pd
+
+    from .executors import cell_states
+    from .store import ResultStore
+
+    spec, cells = _grid_cells(grid, budget, only)
+    store = ResultStore(results_dir)
+    store.check(write=False)
+    states = cell_states(cells, store)
+    df = pd.DataFrame([{"key": c.key, "hash": c.hash, "state": s, "job": j} for c, s, j in states])
+    _print_frame(df, f"{spec.name}: {_count_states(states)}") if len(df) else console.print("no cells match")
+
+
+@app.command()
+@_user_errors
+def cancel(grid: GridOpt, budget: BudgetOpt = None, only: OnlyOpt = None, results_dir: ResultsOpt = None,
+           debug: DebugOpt = False) -> None:
+    """Cancel the SLURM jobs `dbench run --executor slurm` submitted for this grid's unfinished cells."""
+    from .executors import cancel as cancel_jobs
+    from .store import ResultStore
+
+    _, cells = _grid_cells(grid, budget, only)
+    ids = cancel_jobs(cells, ResultStore(results_dir))
+    console.print(f"cancelled {len(ids)} job(s): {' '.join(ids)}" if ids else "nothing to cancel (no queued or "
+                  "running jobs recorded for these cells)")
+
+
+@app.command()
+@_user_errors
+def collect(grid: GridOpt, budget: BudgetOpt = None, only: OnlyOpt = None, results_dir: ResultsOpt = None,
+            tracking_uri: TrackingOpt = None, debug: DebugOpt = False) -> None:
+    """Log finished cells that workers ran (rows in the results store) to MLflow, once each."""
+    from .executors import collect as collect_cells
+    from .store import ResultStore
+    from .tracking import make_tracker
+
+    spec, cells = _grid_cells(grid, budget, only)
+    store = ResultStore(results_dir)
+    store.check(write=False)
+    tracker = make_tracker(tracking_uri, store.root, note=_note)
+    n = collect_cells(cells, store, tracker)
+    done = sum(store.is_finished(c.hash, c.num_eval) for c in cells)
+    console.print(f"{spec.name}: logged {n} cell(s) to MLflow ({tracker.uri}); {done}/{len(cells)} cells done")
 
 
 def _select_rows(rows: list[dict], cells) -> list[dict]:
@@ -418,6 +534,42 @@ def site(
 # ------------------------------------------------------------------------ tune
 
 
+# executor options of `tune` and `continual` (the same names and meaning as `run`'s)
+JOBS_PANEL = "Executors (where the trials / jobs run)"
+ExecOpt = Annotated[str, typer.Option("--executor", "-x", help="serial (this process, default), local (worker "
+                                      "processes), ray or slurm (a job array, followed until it ends).",
+                                      rich_help_panel=JOBS_PANEL)]
+GpusOpt = Annotated[Optional[str], typer.Option("--gpus", help="local: GPU ids for the pool, e.g. 0,1,2,3 (each job "
+                                                "sees only its GPU).", rich_help_panel=JOBS_PANEL)]
+JobsPerGpuOpt = Annotated[int, typer.Option("--jobs-per-gpu", help="local: concurrent jobs per GPU.",
+                                            rich_help_panel=JOBS_PANEL)]
+JobsOpt = Annotated[Optional[int], typer.Option("--jobs", "-j", help="local without --gpus: concurrent CPU workers "
+                                                "(default 1); tune: number of study workers with any executor.",
+                                                rich_help_panel=JOBS_PANEL)]
+RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="ray: cluster address ('auto': the "
+                                                      "running cluster); default: start a local Ray.",
+                                                      rich_help_panel=JOBS_PANEL)]
+GpusPerCellOpt = Annotated[float, typer.Option("--gpus-per-cell", help="ray (fractional allowed) / slurm: GPUs per "
+                                               "job.", rich_help_panel=JOBS_PANEL)]
+CpusPerCellOpt = Annotated[float, typer.Option("--cpus-per-cell", help="ray / slurm: CPUs per job.",
+                                               rich_help_panel=JOBS_PANEL)]
+MaxRetriesOpt = Annotated[Optional[int], typer.Option("--max-retries", help="local / ray: restarts of a job whose "
+                                                      "worker died (default 1 local, 3 ray).",
+                                                      rich_help_panel=JOBS_PANEL)]
+PartitionOpt = Annotated[Optional[str], typer.Option("--slurm-partition", help="slurm: partition.",
+                                                     rich_help_panel=JOBS_PANEL)]
+SlurmTimeOpt = Annotated[str, typer.Option("--slurm-time", help="slurm: time limit per job (HH:MM:SS).",
+                                           rich_help_panel=JOBS_PANEL)]
+MaxParallelOpt = Annotated[int, typer.Option("--max-parallel", help="slurm: array jobs running at once.",
+                                             rich_help_panel=JOBS_PANEL)]
+
+
+def _job_executor(executor: str, max_retries: int | None, **kw):
+    from .executors import make_executor
+
+    return make_executor(executor, wait=True, **kw, **({} if max_retries is None else {"max_retries": max_retries}))
+
+
 @app.command()
 @_user_errors
 def tune(
@@ -434,6 +586,17 @@ def tune(
     tracking_uri: TrackingOpt = None,
     no_mlflow: NoMlflowOpt = False,
     device: DeviceOpt = "auto",
+    executor: ExecOpt = "serial",
+    gpus: GpusOpt = None,
+    jobs_per_gpu: JobsPerGpuOpt = 1,
+    jobs: JobsOpt = None,
+    ray_address: RayAddressOpt = None,
+    gpus_per_cell: GpusPerCellOpt = 0.0,
+    cpus_per_cell: CpusPerCellOpt = 1.0,
+    max_retries: MaxRetriesOpt = None,
+    slurm_partition: PartitionOpt = None,
+    slurm_time: SlurmTimeOpt = "04:00:00",
+    max_parallel: MaxParallelOpt = 32,
     debug: DebugOpt = False,
 ) -> None:
     """Optuna sweep on a validation split carved from the training set (the test set is never read)."""
@@ -448,6 +611,9 @@ def tune(
     if trials is not None and trials < 1:
         raise ConfigError(f"--trials {trials}: give a number >= 1.")
     spec = load_tune(spec_file)
+    ex = _job_executor(executor, max_retries, gpus=gpus, jobs_per_gpu=jobs_per_gpu, jobs=jobs, ray_address=ray_address,
+                       gpus_per_cell=gpus_per_cell, cpus_per_cell=cpus_per_cell, slurm_partition=slurm_partition,
+                       slurm_time=slurm_time, max_parallel=max_parallel)
     root = resolve_results(results_dir)
     tracker = make_tracker(tracking_uri, root, enabled=not no_mlflow)
     opts = RunOptions(device=device, data=DataSource.from_env(data_dir))
@@ -459,7 +625,12 @@ def tune(
             val = f"{t.value:.2f}" if t.value is not None else t.state.name.lower()
             progress.log(f"trial {t.number}: {t.params} -> val acc {val}")
 
-        res = run_tune(spec, root, tracker, opts, progress, storage=storage, trials=trials, on_trial=report)
+        if ex.name != "serial":
+            where = storage or root / "tune" / "optuna.journal"
+            console.print(f"executor: {ex.describe()}; workers share the study ({where}) and log nothing to "
+                          "MLflow (done here after)")
+        res = run_tune(spec, root, tracker, opts, progress, storage=storage, trials=trials, on_trial=report,
+                       executor=ex, workers=jobs)
     _print_frame(trials_frame(res.study), f"{res.study_name}: validation accuracy % (mean over {spec.num_eval} nets)")
     if res.best_params is None:
         err_console.print("[red]no trial completed[/]; see the failures above and rerun to retry.")
@@ -486,6 +657,17 @@ def continual(
     tracking_uri: TrackingOpt = None,
     no_mlflow: NoMlflowOpt = False,
     device: DeviceOpt = "auto",
+    executor: ExecOpt = "serial",
+    gpus: GpusOpt = None,
+    jobs_per_gpu: JobsPerGpuOpt = 1,
+    jobs: JobsOpt = None,
+    ray_address: RayAddressOpt = None,
+    gpus_per_cell: GpusPerCellOpt = 0.0,
+    cpus_per_cell: CpusPerCellOpt = 1.0,
+    max_retries: MaxRetriesOpt = None,
+    slurm_partition: PartitionOpt = None,
+    slurm_time: SlurmTimeOpt = "04:00:00",
+    max_parallel: MaxParallelOpt = 32,
     debug: DebugOpt = False,
 ) -> None:
     """Class-incremental learning (DM's GDumb protocol): memory built step by step, a fresh net per step."""
@@ -497,14 +679,20 @@ def continual(
     from .tracking import make_tracker
 
     spec = load_continual(spec_file)
+    ex = _job_executor(executor, max_retries, gpus=gpus, jobs_per_gpu=jobs_per_gpu, jobs=jobs, ray_address=ray_address,
+                       gpus_per_cell=gpus_per_cell, cpus_per_cell=cpus_per_cell, slurm_partition=slurm_partition,
+                       slurm_time=slurm_time, max_parallel=max_parallel)
     root = resolve_results(results_dir)
     store = ResultStore(root / "continual" / spec.name)
     tracker = make_tracker(tracking_uri, root, enabled=not no_mlflow)
     console.print(f"[bold]{spec.name}[/]: {len(spec.methods)} memory builders x steps {spec.steps} x orders "
                   f"{spec.orders}, {spec.dataset} ipc {spec.ipc}, results in {store.root}, MLflow {tracker.uri}")
     with console_progress(console) as progress:
+        if ex.name != "serial":
+            console.print(f"executor: {ex.describe()}; one job per method x steps x order (workers log nothing to "
+                          "MLflow; done here after)")
         rows = run_continual(spec, store, tracker, device, DataSource.from_env(data_dir), progress, budget,
-                             set(method) if method else None)
+                             set(method) if method else None, executor=ex)
     table = continual_table(rows)
     _print_frame(table, f"{spec.name}: test accuracy % on the classes seen so far (mean ± std over orders x nets)")
     if out is not None:

@@ -151,10 +151,20 @@ def _build_piece(m: MethodSpec, real: RealData, classes: list[int], spec: Contin
 
 
 def run_continual(spec: ContinualSpec, store: ResultStore, tracker, device: str = "auto", data=None, progress=None,
-                  budget: str | None = None, only_methods: set[str] | None = None) -> list[dict]:
-    """Run (or resume) every (method, steps, order, step); returns the stored rows."""
+                  budget: str | None = None, only_methods: set[str] | None = None, executor=None,
+                  only_jobs: set[str] | None = None) -> list[dict]:
+    """Run (or resume) every (method, steps, order, step); returns the stored rows.
+
+    Each (method, steps, order) is one job, named ``<method index>-<method>-T<steps>-o<order>``
+    and run under its lease (``continual-<job>`` in the store's claims; a job another live
+    process holds is waited for, then skipped as done). ``only_jobs`` runs just those jobs (a
+    worker's share). With a parallel ``executor`` every job is a worker job on this store; the
+    rows are then logged to ``tracker`` here."""
     from .progress import NullProgress
 
+    if executor is not None and executor.remote:
+        return _run_continual_parallel(spec, store, tracker, device, data, progress or NullProgress(), budget,
+                                       only_methods, executor)
     progress = progress or NullProgress()
     info = get_info(spec.dataset)
     b = resolve_budget(budget or spec.budget, spec.budget_overrides)
@@ -164,8 +174,8 @@ def run_continual(spec: ContinualSpec, store: ResultStore, tracker, device: str 
     arch = canonical_arch(spec.arch)
     proto = get_protocol(spec.protocol)
     num_eval = b.cap("num_eval", spec.num_eval)
-    methods = [m for m in spec.methods if not only_methods or {m.name, m.label} & only_methods]
-    jobs = [(m, T, s) for m in methods for T in spec.steps for s in spec.orders]
+    jobs = [(m, T, s) for key, m, T, s in continual_jobs(spec, only_methods) if only_jobs is None or key in only_jobs]
+    keys = {(id(m), T, s): key for key, m, T, s in continual_jobs(spec, only_methods)}
     bar = progress.task(f"continual {spec.name}", sum(T for _, T, _ in jobs))
     hashes: set[str] = set()
     for m, T, s in jobs:
@@ -178,6 +188,7 @@ def run_continual(spec: ContinualSpec, store: ResultStore, tracker, device: str 
         method = method_fields(cls, m.preset, cfg, step_info, spec.ipc, b, arch)
         pieces: list[SyntheticSet] = []
         piece_hashes: list[str] = []
+        lease = _hold(store, f"continual-{keys[id(m), T, s]}")
         tracker.start(f"continual/{spec.name}", f"{m.label}/{spec.dataset}/T{T}/order{s}",
                       {"dbench.task": "continual", "dbench.version": __version__})
         try:
@@ -234,7 +245,63 @@ def run_continual(spec: ContinualSpec, store: ResultStore, tracker, device: str 
         except BaseException:
             tracker.end("FAILED")
             raise
+        finally:
+            lease.release()
     return [r for r in store.iter_rows(hashes) if r["model_index"] < num_eval]
+
+
+def continual_jobs(spec: ContinualSpec, only_methods: set[str] | None = None) -> list[tuple[str, MethodSpec, int, int]]:
+    """(job key, method, steps, order) of every job of ``spec``, in run order."""
+    return [(f"{i}-{m.name}-T{T}-o{s}", m, T, s) for i, m in enumerate(spec.methods)
+            if not only_methods or {m.name, m.label} & only_methods for T in spec.steps for s in spec.orders]
+
+
+def _hold(store: ResultStore, key: str):
+    """The lease of ``key``, renewed in the background; waits while another live process holds it."""
+    while (lease := store.claims.try_acquire(key)) is None:
+        time.sleep(1.0)
+    return lease.start()
+
+
+def _run_continual_parallel(spec: ContinualSpec, store: ResultStore, tracker, device, data, progress, budget,
+                            only_methods, executor) -> list[dict]:
+    """Every job of ``spec`` as a worker job (tracking off) on ``store``; then the rows, logged
+    to ``tracker`` one run per job as a serial run would (params and per-step accuracies)."""
+    from .worker import Submission
+
+    load_dataset(spec.dataset, True, data)  # missing data fails here, before any job is submitted
+    load_dataset(spec.dataset, False, data)
+    jobs = continual_jobs(spec, only_methods)
+    if not jobs:
+        return []
+    store.clean_stale_tmp()
+    sub = Submission.make([], store.root, getattr(data, "data_dir", None), device, kind="continual", grid=spec.name,
+                          task={"spec": spec.model_dump(mode="json"), "budget": budget})
+    sub.save()
+    outs = executor.run_jobs(sub, [k for k, *_ in jobs], progress, what=f"continual {spec.name} jobs") or {}
+    failed = {k: d for k, d in outs.items() if d.get("status") != "finished"}
+    if failed:
+        k, d = next(iter(failed.items()))
+        raise DbenchError(f"{len(failed)} of {len(jobs)} continual job(s) failed; {k}: {d.get('error') or '?'} "
+                          f"(logs in {sub.folder}); rerun to resume them.")
+    hashes = {h for d in outs.values() for h in d.get("cell_hashes", ())}
+    rows = sorted(store.iter_rows(hashes), key=lambda r: (r["cell_hash"], r["model_index"]))
+    num_eval = resolve_budget(budget or spec.budget, spec.budget_overrides).cap("num_eval", spec.num_eval)
+    rows = [r for r in rows if r["model_index"] < num_eval]
+    for key, m, T, s in jobs:
+        own = set(outs[key].get("cell_hashes", ()))
+        mine = [r for r in rows if r["cell_hash"] in own]
+        if not mine:
+            continue
+        tracker.start(f"continual/{spec.name}", f"{m.label}/{spec.dataset}/T{T}/order{s}",
+                      {"dbench.task": "continual", "dbench.version": __version__,
+                       "dbench.collected": "from rows written by workers"})
+        tracker.log_params({"method": m.label, "dataset": spec.dataset, "steps": T, "order": s, "ipc": spec.ipc,
+                            "protocol": spec.protocol, "budget": mine[0].get("budget", ""), "arch": spec.arch})
+        for r in mine:
+            tracker.log_metrics({f"step{r['step']}/test_acc": r["test_acc"]}, step=r["model_index"])
+        tracker.end("FINISHED")
+    return rows
 
 
 # the continual views are pure functions of rows: they live with the other tables

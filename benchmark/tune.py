@@ -239,18 +239,164 @@ def requeue_interrupted(study) -> int:
     return n
 
 
+JOURNAL = "optuna.journal"
+
+
+def _journal_storage(root: Path):
+    """The study file shared by parallel tune workers: Optuna's journal storage (an append-only
+    log guarded by a lock file taken with an atomic symlink, which NFS honours; a lock left by
+    a killed process goes stale after 30 s). An sqlite file is not: its locks are unreliable on
+    network file systems and several writers on one machine meet "database is locked"."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    root.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(JournalFileBackend(str((root / JOURNAL).resolve())))
+
+
+def _shared_storage(url: str | None, root: Path, name: str):
+    """The storage parallel workers share: ``url`` if given, else the journal in ``root``
+    (into which a study begun serially in ``optuna.db`` is copied once, trials included)."""
+    import optuna
+
+    if url is not None:
+        return _storage(url, root)
+    st = _journal_storage(root)
+    db = root / "optuna.db"
+    if name not in optuna.get_all_study_names(st) and db.exists():
+        old = _storage(None, root)
+        if name in optuna.get_all_study_names(old):
+            optuna.copy_study(from_study_name=name, from_storage=old, to_storage=st)
+    return st
+
+
+def _objective(spec: TuneSpec, store: ResultStore, tracker, opts: RunOptions, progress, train, val, name: str,
+               lease: bool = False):
+    """One trial = one runner cell on (train minus validation, validation). With ``lease`` the
+    cell runs under its lease (``cell-<hash>``; waiting while another process holds it), as
+    parallel workers need."""
+    import time
+
+    def objective(trial):
+        params = {k: p.suggest(trial, k) for k, p in spec.search.items()}
+        cell = spec.cell_for(params)
+        trial.set_user_attr("cell_hash", cell.hash)
+        held = None
+        while lease and held is None:
+            held = store.claims.try_acquire(f"cell-{cell.hash}")
+            if held is None:
+                time.sleep(1.0)
+        try:
+            if held is not None:
+                held.start()
+            if store.is_finished(cell.hash, cell.num_eval):
+                s = store.cell_summary(cell.hash) or {}
+                return float(s["val_acc_mean"])
+            out = run_cell(cell, store, tracker, opts, progress, data=(train, val), split="val",
+                           extra={"task": "tune", "study": name, "trial": trial.number, "params_searched": params,
+                                  "validation_per_class": spec.validation_per_class})
+        finally:
+            if held is not None:
+                held.release()
+        if out.status != "finished" or not math.isfinite(out.acc_mean):
+            raise DbenchError(f"trial {trial.number} ({params}) failed: {out.error}")
+        return out.acc_mean
+
+    return objective
+
+
+def tune_worker(spec: TuneSpec, results_root: Path, opts: RunOptions, storage: str | None, target: int,
+                worker: str, progress=None) -> dict[str, Any]:
+    """One of several processes working on the shared study until it has ``target`` complete
+    trials (the body of a ``dbench tune --executor ...`` job; tracking off).
+
+    A trial is asked for, its parameters suggested and its lease (``trial-<study>-<number>``,
+    renewed while it runs) taken under one file lock, and only while complete + running
+    trials are fewer than ``target``: so the workers never run more trials than asked, and no
+    two get the same trial. A running trial without a live lease belonged to a worker that
+    died: it is marked failed and its parameters are queued again (it then resumes from its
+    rows and checkpoint)."""
+    import optuna
+    from filelock import FileLock
+
+    from .claims import Claims
+    from .progress import NullProgress
+    from .tracking import NullTracker
+
+    progress = progress or NullProgress()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    root = results_root / "tune"
+    name = spec.study_name
+    store = ResultStore(root / name)
+    real = load_dataset(spec.dataset, True, opts.data)
+    train, val = validation_split(real, spec.validation_per_class, derive_seed(spec.seed, "validation-split"))
+    st = _shared_storage(storage, root, name)
+    n_before = len(optuna.load_study(study_name=name, storage=st).get_trials(deepcopy=False))
+    seed = derive_seed(spec.seed, "tune-sampler", n_before, worker) % 2**32  # each worker samples differently
+    with warnings.catch_warnings():  # constant_liar is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = (optuna.samplers.TPESampler(seed=seed, constant_liar=True) if spec.sampler == "tpe"
+                   else optuna.samplers.RandomSampler(seed=seed))
+    study = optuna.load_study(study_name=name, storage=st, sampler=sampler)
+    objective = _objective(spec, store, NullTracker(), opts, progress, train, val, name, lease=True)
+    claims = Claims(root / "claims")
+    lock = FileLock(str(root / f"{name}.lock"), timeout=600)
+    state = optuna.trial.TrialState
+    done, failed, errors = 0, 0, []
+    while failed < target:
+        with lock:
+            for t in study.get_trials(deepcopy=False, states=(state.RUNNING,)):
+                if claims.holder(f"trial-{name}-{t.number}") is None:  # its worker died
+                    study.tell(t.number, state=state.FAIL)
+                    study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+            busy = len(study.get_trials(deepcopy=False, states=(state.COMPLETE, state.RUNNING)))
+            if busy >= target:
+                break
+            trial = study.ask()
+            for k, p in spec.search.items():  # suggested under the lock: the liar sees every running trial
+                p.suggest(trial, k)
+            held = claims.try_acquire(f"trial-{name}-{trial.number}")
+        with held:
+            try:
+                value = objective(trial)
+            except DbenchError as e:
+                study.tell(trial, state=state.FAIL)
+                failed += 1
+                errors.append(str(e))
+                continue
+            except BaseException:
+                study.tell(trial, state=state.FAIL)
+                raise
+            study.tell(trial, value)
+            done += 1
+    return {"status": "failed" if errors and not done else "finished", "n": done, "failed": failed,
+            "error": errors[-1] if errors else ""}
+
+
 def run_tune(spec: TuneSpec, results_root: Path, tracker, opts: RunOptions, progress,
              storage: str | None = None, trials: int | None = None,
-             on_trial: Callable[[Any], None] | None = None) -> TuneResult:
+             on_trial: Callable[[Any], None] | None = None, executor=None, workers: int | None = None) -> TuneResult:
+    """Run (or continue) the study until it has ``trials`` (default: the spec's) complete
+    trials. With a parallel ``executor`` (local pool, Ray, SLURM) ``workers`` jobs (default:
+    the pool's slots, else one per trial still to run) each run :func:`tune_worker` on the
+    shared study (a journal file in ``<results>/tune/``, or ``storage``); trials are then
+    logged to ``tracker`` from their rows."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     root = results_root / "tune"
     name = spec.study_name
     store = ResultStore(root / name)
+    if executor is not None and executor.remote:
+        return _run_tune_parallel(spec, results_root, tracker, opts, progress, storage, trials or spec.trials,
+                                  on_trial, executor, workers)
     real = load_dataset(spec.dataset, True, opts.data)  # the test split is never loaded here
     train, val = validation_split(real, spec.validation_per_class, derive_seed(spec.seed, "validation-split"))
-    st = _storage(storage, root)
+    journal = root / JOURNAL
+    if storage is None and journal.exists() and name in optuna.get_all_study_names(_journal_storage(root)):
+        st = _journal_storage(root)  # a study begun by parallel workers continues where they left it
+    else:
+        st = _storage(storage, root)
     probe = optuna.load_study(study_name=name, storage=st) if name in optuna.get_all_study_names(st) else None
     n_before = len(probe.get_trials(deepcopy=False)) if probe else 0
     seed = derive_seed(spec.seed, "tune-sampler", n_before) % 2**32  # deterministic given the study's history
@@ -261,19 +407,7 @@ def run_tune(spec: TuneSpec, results_root: Path, tracker, opts: RunOptions, prog
     requeue_interrupted(study)
     target = trials or spec.trials
 
-    def objective(trial):
-        params = {k: p.suggest(trial, k) for k, p in spec.search.items()}
-        cell = spec.cell_for(params)
-        trial.set_user_attr("cell_hash", cell.hash)
-        if store.is_finished(cell.hash, cell.num_eval):
-            s = store.cell_summary(cell.hash) or {}
-            return float(s["val_acc_mean"])
-        out = run_cell(cell, store, tracker, opts, progress, data=(train, val), split="val",
-                       extra={"task": "tune", "study": name, "trial": trial.number, "params_searched": params,
-                              "validation_per_class": spec.validation_per_class})
-        if out.status != "finished" or not math.isfinite(out.acc_mean):
-            raise DbenchError(f"trial {trial.number} ({params}) failed: {out.error}")
-        return out.acc_mean
+    objective = _objective(spec, store, tracker, opts, progress, train, val, name)
 
     def complete() -> int:
         return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
@@ -296,6 +430,49 @@ def run_tune(spec: TuneSpec, results_root: Path, tracker, opts: RunOptions, prog
     best = None
     if complete():
         best = study.best_trial
+    return TuneResult(study, name, store, best.params if best else None, best.value if best else None)
+
+
+def _run_tune_parallel(spec: TuneSpec, results_root: Path, tracker, opts: RunOptions, progress, storage: str | None,
+                       target: int, on_trial, executor, workers: int | None) -> TuneResult:
+    """The driver of a parallel sweep: the study made (or continued) in the shared storage,
+    worker jobs submitted through ``executor``, then the finished trials logged to MLflow."""
+    import optuna
+
+    from .executors import collect
+    from .worker import Submission
+
+    root = results_root / "tune"
+    name = spec.study_name
+    store = ResultStore(root / name)
+    load_dataset(spec.dataset, True, opts.data)  # missing data fails here, before any job is submitted
+    st = _shared_storage(storage, root, name)
+    study = optuna.create_study(study_name=name, storage=st, direction="maximize", load_if_exists=True)
+    study.set_user_attr("spec", spec.model_dump(mode="json"))
+    requeue_interrupted(study)
+    complete = optuna.trial.TrialState.COMPLETE
+    seen = {t.number for t in study.get_trials(deepcopy=False)}
+    left = target - len(study.get_trials(deepcopy=False, states=(complete,)))
+    if left > 0:
+        n = workers or len(getattr(executor, "slots", ())) or left
+        n = max(1, min(n, left))
+        store.clean_stale_tmp()
+        sub = Submission.make([], store.root, opts.data.data_dir, opts.device, kind="tune", grid=name,
+                              task={"spec": spec.model_dump(mode="json"), "results_root": str(results_root.absolute()),
+                                    "storage": storage, "target": target})
+        sub.save()
+        outs = executor.run_jobs(sub, [f"worker{i}" for i in range(n)], progress, what=f"tune {spec.name} workers")
+        for d in (outs or {}).values():
+            if d.get("status") == "failed" and d.get("error") and hasattr(progress, "log"):
+                progress.log(f"[red]tune worker failed[/]: {d['error']}")
+    trials = study.get_trials(deepcopy=False)
+    if on_trial:
+        for t in trials:
+            if t.number not in seen:
+                on_trial(t)
+    if tracker is not None:
+        collect([spec.cell_for(t.params) for t in trials if t.state == complete], store, tracker)
+    best = study.best_trial if any(t.state == complete for t in trials) else None
     return TuneResult(study, name, store, best.params if best else None, best.value if best else None)
 
 
