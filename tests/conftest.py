@@ -38,3 +38,36 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+
+
+# Tables, the site and the paired views are pure functions of stored rows: these tests run the
+# CLI in a subprocess where torch, the method code and MLflow cannot be imported at all.
+TORCHLESS_BLOCKED = ("torch", "torchvision", "methods", "baselines", "benchmark.models", "benchmark.api",
+                     "benchmark.registry", "benchmark.evaluate", "benchmark.grid", "benchmark.runner",
+                     "benchmark.continual", "mlflow")
+
+_TORCHLESS = """
+import importlib.abc, sys
+BLOCKED = {blocked!r}
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if any(name == b or name.startswith(b + ".") for b in BLOCKED):
+            raise ImportError(f"blocked for this test: {{name}}")
+        return None
+sys.meta_path.insert(0, Block())
+from benchmark.cli import app
+app(sys.argv[1:], standalone_mode=True)
+"""
+
+
+@pytest.fixture
+def torchless_cli():
+    """``torchless_cli(*args)``: run ``dbench args`` with torch and method code unimportable."""
+    import subprocess
+    import sys
+
+    def run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+        code = _TORCHLESS.format(blocked=TORCHLESS_BLOCKED)
+        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout)
+
+    return run

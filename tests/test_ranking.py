@@ -3,8 +3,6 @@ and the whole-data model / random subsets trained once per cell and shared by ev
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -171,26 +169,10 @@ def test_paired_view_and_existing_views_unchanged():
     assert list(pd.read_csv(__import__("io").StringIO(render(b, "csv"))).columns) == TIDY_COLUMNS
 
 
-_BLOCKER = """
-import importlib.abc, sys
-BLOCKED = ("torch", "methods", "baselines", "benchmark.models", "benchmark.api", "benchmark.registry",
-           "benchmark.evaluate", "benchmark.grid", "mlflow")
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if any(name == b or name.startswith(b + ".") for b in BLOCKED):
-            raise ImportError(f"blocked for this test: {name}")
-        return None
-sys.meta_path.insert(0, Block())
-from benchmark.cli import app
-app(sys.argv[1:], standalone_mode=True)
-"""
-
-
-def test_paired_view_cli_from_rows_file_without_torch(tmp_path):
+def test_paired_view_cli_from_rows_file_without_torch(tmp_path, torchless_cli):
     f = tmp_path / "rows.jsonl"
     f.write_text("\n".join(json.dumps({"row": r}) for r in _paired_rows()) + "\n")
-    r = subprocess.run([sys.executable, "-c", _BLOCKER, "table", "--rows", str(f), "--view", "paired"],
-                       capture_output=True, text=True, timeout=300)
+    r = torchless_cli("table", "--rows", str(f), "--view", "paired")
     assert r.returncode == 0, r.stderr
     assert "verdict (random)" in r.stdout and "tie" in r.stdout
     from benchmark.cli import app

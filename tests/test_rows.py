@@ -3,9 +3,6 @@ from rows alone (no method code, models or torch), and editing a preset later ne
 relabels an old result."""
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
@@ -110,22 +107,7 @@ def test_datadam_rows_name_the_network_it_distilled_on(tmp_path):
     assert f["arch_distill"] == "ConvNet"
 
 
-_BLOCKER = textwrap.dedent("""
-    import importlib.abc, sys
-    BLOCKED = ("torch", "methods", "baselines", "benchmark.models", "benchmark.api", "benchmark.registry",
-               "benchmark.evaluate", "benchmark.grid", "mlflow")
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if any(name == b or name.startswith(b + ".") for b in BLOCKED):
-                raise ImportError(f"blocked for this test: {name}")
-            return None
-    sys.meta_path.insert(0, Block())
-    from benchmark.cli import app
-    app(sys.argv[1:], standalone_mode=True)
-""")
-
-
-def test_table_builds_with_method_code_and_torch_unimportable(finished, tmp_path):
+def test_table_builds_with_method_code_and_torch_unimportable(finished, tmp_path, torchless_cli):
     store, _ = finished
     expected = render(leaderboard(list(store.iter_rows())), "md")
     out = tmp_path / "tables"
@@ -133,7 +115,7 @@ def test_table_builds_with_method_code_and_torch_unimportable(finished, tmp_path
                  ["table", "--rows", str(out / "rows" / "t.jsonl")],
                  ["table", "--results-dir", str(store.root), "--view", "efficiency"],
                  ["table", "--results-dir", str(store.root), "--view", "cross_arch"]):
-        r = subprocess.run([sys.executable, "-c", _BLOCKER, *args], capture_output=True, text=True, timeout=300)
+        r = torchless_cli(*args)
         assert r.returncode == 0, r.stderr
         if "--view" not in args:
             assert r.stdout.strip() == expected.strip()

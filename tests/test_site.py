@@ -12,8 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -216,26 +214,9 @@ def test_row_page_shows_networks_config_and_provenance(rows_file, tmp_path):
     assert "<img" not in page  # no store: no images
 
 
-_BLOCKER = textwrap.dedent("""
-    import importlib.abc, sys
-    BLOCKED = ("torch", "torchvision", "methods", "baselines", "benchmark.models", "benchmark.api",
-               "benchmark.registry", "benchmark.evaluate", "benchmark.grid", "benchmark.runner",
-               "benchmark.continual", "mlflow")
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if any(name == b or name.startswith(b + ".") for b in BLOCKED):
-                raise ImportError(f"blocked for this test: {name}")
-            return None
-    sys.meta_path.insert(0, Block())
-    from benchmark.cli import app
-    app(sys.argv[1:], standalone_mode=True)
-""")
-
-
-def test_site_builds_with_torch_and_method_code_unimportable(rows_file, tmp_path):
+def test_site_builds_with_torch_and_method_code_unimportable(rows_file, tmp_path, torchless_cli):
     out = tmp_path / "site"
-    r = subprocess.run([sys.executable, "-c", _BLOCKER, "site", "--rows", str(rows_file), "--out", str(out)],
-                       capture_output=True, text=True, timeout=600)
+    r = torchless_cli("site", "--rows", str(rows_file), "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert len(list((out / "rows").glob("*.html"))) == len(_board())
     assert 'id="continual"' in (out / "index.html").read_text()  # the plot, without the torch-side table
