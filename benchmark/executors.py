@@ -86,6 +86,28 @@ class Executor:
     def describe(self) -> str:
         return self.name
 
+    def _run_cells(self, cells, store, opts, progress, on_outcome, start) -> list[CellOutcome]:
+        """Skip finished cells, submit the rest, and collect outcomes in the order of ``cells``.
+        ``start(submission, todo_cells, bar)`` yields (cell hash, outcome dict) as jobs end."""
+        outcomes: dict[int, CellOutcome] = {}
+        todo = []
+        for i, c in enumerate(cells):
+            if store.is_finished(c.hash, c.num_eval):
+                outcomes[i] = _emit(on_outcome, _skipped(store, c))
+            else:
+                todo.append(i)
+        if todo:
+            sub = _submission([cells[i] for i in todo], store, opts)
+            bar = progress.task(f"grid cells ({self.describe()})", len(cells))
+            bar.advance(len(outcomes))
+            index = {cells[i].hash: i for i in todo}
+            with contextlib.closing(start(sub, [cells[i] for i in todo], bar)) as done:
+                for h, d in done:
+                    i = index[h]
+                    outcomes[i] = _emit(on_outcome, outcome_from_dict(cells[i], d))
+                    bar.advance()
+        return [outcomes[i] for i in range(len(cells))]
+
 
 class SerialExecutor(Executor):
     """This process, cell after cell (the default; unchanged behaviour of ``dbench run``)."""
@@ -172,26 +194,9 @@ class LocalPoolExecutor(Executor):
         return env
 
     def run(self, cells, store, *, tracker=None, opts=None, progress=NullProgress(), on_outcome=None):
-        outcomes: dict[int, CellOutcome] = {}
-        todo = []
-        for i, c in enumerate(cells):
-            if store.is_finished(c.hash, c.num_eval):
-                outcomes[i] = _emit(on_outcome, _skipped(store, c))
-            else:
-                todo.append(i)
-        if not todo:
-            return [outcomes[i] for i in range(len(cells))]
-        sub = _submission([cells[i] for i in todo], store, opts)
-        bar = progress.task(f"grid cells ({self.describe()})", len(cells))
-        bar.advance(len(outcomes))
-        index = {cells[i].hash: i for i in todo}
-        with contextlib.closing(self._jobs(sub, [cells[i].hash for i in todo], bar,
-                                           {cells[i].hash: cells[i].key for i in todo})) as done:
-            for h, d in done:
-                i = index[h]
-                outcomes[i] = _emit(on_outcome, outcome_from_dict(cells[i], d))
-                bar.advance()
-        return [outcomes[i] for i in range(len(cells))]
+        return self._run_cells(cells, store, opts, progress, on_outcome,
+                               lambda sub, todo, bar: self._jobs(sub, [c.hash for c in todo], bar,
+                                                                 {c.hash: c.key for c in todo}))
 
     def run_jobs(self, sub, keys, progress=NullProgress(), what="jobs"):
         bar = progress.task(f"{what} ({self.describe()})", len(keys))
@@ -292,26 +297,8 @@ class RayExecutor(Executor):
 
     def run(self, cells, store, *, tracker=None, opts=None, progress=NullProgress(), on_outcome=None):
         _import_ray()
-        outcomes: dict[int, CellOutcome] = {}
-        todo = []
-        for i, c in enumerate(cells):
-            if store.is_finished(c.hash, c.num_eval):
-                outcomes[i] = _emit(on_outcome, _skipped(store, c))
-            else:
-                todo.append(i)
-        if not todo:
-            return [outcomes[i] for i in range(len(cells))]
-        sub = _submission([cells[i] for i in todo], store, opts)
-        bar = progress.task(f"grid cells ({self.describe()})", len(cells))
-        bar.advance(len(outcomes))
-        index = {cells[i].hash: i for i in todo}
-        with contextlib.closing(self._jobs(sub, [cells[i].hash for i in todo])) as done:
-            for h, d in done:
-                i = index[h]
-                out = outcome_from_dict(cells[i], d)
-                outcomes[i] = _emit(on_outcome, out)
-                bar.advance()
-        return [outcomes[i] for i in range(len(cells))]
+        return self._run_cells(cells, store, opts, progress, on_outcome,
+                               lambda sub, todo, bar: self._jobs(sub, [c.hash for c in todo]))
 
     def run_jobs(self, sub, keys, progress=NullProgress(), what="jobs"):
         bar = progress.task(f"{what} ({self.describe()})", len(keys))
