@@ -178,7 +178,6 @@ def run(
 ) -> None:
     """Run every cell of a grid (skipping finished ones) and print the leaderboard."""
     from .data import DataSource, check_ipc_fits, load_dataset
-    from .executors import make_executor
     from .grid import expand, load_grid, parse_only
     from .progress import console_progress
     from .runner import RunOptions, run_cells
@@ -190,18 +189,28 @@ def run(
     _check_grid_file(grid)
     spec = load_grid(grid)
     cells = expand(spec, budget=budget, only=parse_only(only))
-    retries = {} if max_retries is None else {"max_retries": max_retries}
-    ex = make_executor(executor, gpus=gpus, jobs_per_gpu=jobs_per_gpu, jobs=jobs, ray_address=ray_address,
-                       gpus_per_cell=gpus_per_cell, cpus_per_cell=cpus_per_cell, slurm_partition=slurm_partition,
-                       slurm_time=slurm_time, max_parallel=max_parallel, wait=wait, **retries)
+    ex = _executor_from(locals(), wait=wait)
     store = ResultStore(results_dir)
     store.check(write=False)
     if dry_run:
         import pandas as pd
 
+        from .cost import estimate, fmt_hours, load_calibration
+
+        cal = load_calibration()
+        costs = estimate(cells, cal or {})
         df = pd.DataFrame([{"key": c.key, "hash": c.hash, "synset": c.synset_hash, "models": c.num_eval,
-                            "status": "done" if store.is_finished(c.hash, c.num_eval) else "todo"} for c in cells])
+                            "status": "done" if store.is_finished(c.hash, c.num_eval) else "todo",
+                            "est GPU": fmt_hours(k.gpu_h), "est CPU (1 core)": fmt_hours(k.cpu_h),
+                            **({"caveat": c.caveat} if any(x.caveat for x in cells) else {})}
+                           for c, k in zip(cells, costs)])
         _print_frame(df, f"{spec.name}: {len(cells)} cells") if len(df) else console.print("no cells match")
+        if len(df):
+            cpu = (f"{sum(k.cpu_h for k in costs):.2f} CPU-hours on 1 core (measured: {cal['machine']}, {cal['date']})"
+                   if cal else "CPU-hours: no calibration (run `dbench cost --calibrate`)")
+            console.print(f"ESTIMATED COST, total: {sum(k.gpu_h for k in costs):.1f} GPU-hours (model: "
+                          f"benchmark/cost.py; papers' figures where reported, else estimated); {cpu}. "
+                          "Shared sets and extractors are charged to the first cell using them.")
         return
     if not cells:
         console.print("[yellow]no cells match the grid and --only filters[/]")
@@ -328,7 +337,9 @@ def collect(grid: GridOpt, budget: BudgetOpt = None, only: OnlyOpt = None, resul
 def _select_rows(rows: list[dict], cells) -> list[dict]:
     """Rows of exactly these cells, limited to each cell's num_eval models."""
     n = {c.hash: c.num_eval for c in cells}
-    return [r for r in rows if r["cell_hash"] in n and r["model_index"] < n[r["cell_hash"]]]
+    cav = {c.hash: c.caveat for c in cells}  # the grid's current caveat wins over the one stored with the row
+    return [{**r, "caveat": cav[r["cell_hash"]]} if cav[r["cell_hash"]] or r.get("caveat") else r
+            for r in rows if r["cell_hash"] in n and r["model_index"] < n[r["cell_hash"]]]
 
 
 @app.command()
@@ -344,6 +355,51 @@ def validate(grid: Annotated[Path, typer.Argument(help="Grid YAML.")], budget: B
     for ds, ipc in sorted({(c.dataset, c.ipc) for c in cells if c.method_kind != "reference"}):
         check_ipc_fits(get_info(ds), ipc)  # the registry's class sizes (a user dataset's: from its train split)
     console.print(f"{grid}: ok, {len(cells)} cells")
+
+
+@app.command()
+@_user_errors
+def cost(
+    grid: OptGridOpt = None,
+    budget: BudgetOpt = None,
+    only: OnlyOpt = None,
+    calibrate: Annotated[bool, typer.Option("--calibrate", help="Time each method's distillation iterations and "
+                                            "evaluation epochs on this CPU (a few minutes; set OMP_NUM_THREADS=1) and "
+                                            "write the calibration file.")] = False,
+    calibration: Annotated[Optional[Path], typer.Option("--calibration", help="Calibration JSON (default "
+                                                        "results/cost/cpu_calibration.json).")] = None,
+    method: Annotated[Optional[list[str]], typer.Option("--method", help="--calibrate: only these methods.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Estimated GPU- and CPU-hours of a grid's cells (benchmark/cost.py), or --calibrate the CPU figures."""
+    from .cost import CALIBRATION_PATH, estimate, fmt_hours, load_calibration
+    from .cost import calibrate as run_calibration
+    from .errors import ConfigError
+
+    if calibrate:
+        res = run_calibration(calibration or CALIBRATION_PATH, method, log=console.print)
+        console.print(f"wrote {calibration or CALIBRATION_PATH} ({res['machine']})")
+        if grid is None:
+            return
+    if grid is None:
+        raise ConfigError("give --grid FILE (or --calibrate).")
+    spec, cells = _grid_cells(grid, budget, only)
+    cal = load_calibration(calibration)
+    costs = estimate(cells, cal or {})
+    import pandas as pd
+
+    by: dict[tuple, list[float]] = {}
+    for c, k in zip(cells, costs):
+        v = by.setdefault((c.method_label, c.dataset, c.protocol_name), [0, 0.0, 0.0])
+        v[0] += 1
+        v[1] += k.gpu_h
+        v[2] += k.cpu_h or 0.0
+    df = pd.DataFrame([{"method": m, "dataset": d, "protocol": p, "cells": n, "est GPU": fmt_hours(g),
+                        "est CPU (1 core)": fmt_hours(h) if cal else "-"} for (m, d, p), (n, g, h) in by.items()])
+    _print_frame(df, f"{spec.name}: {len(cells)} cells")
+    console.print(f"total: {sum(k.gpu_h for k in costs):.1f} GPU-hours; "
+                  + (f"{sum(k.cpu_h for k in costs):.2f} CPU-hours on 1 core ({cal['machine']})" if cal
+                     else "no CPU calibration"))
 
 
 # ----------------------------------------------------------------------- table
@@ -467,6 +523,61 @@ def table(
         print(text)
 
 
+@app.command()
+@_user_errors
+def papers(
+    table_id: Annotated[Optional[str], typer.Option("--table", "-t", help="Render this entry, e.g. \"DM Table 3\" "
+                                                    "(default: list every table of the five seed papers).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write <id>.md and <id>.csv (tidy) here.")] = None,
+    rows_file: Annotated[Optional[Path], typer.Option("--rows", help="Build from an exported rows file "
+                                                      "instead of the results store.")] = None,
+    budget: BudgetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The listing (or the rendered table) as JSON.")] = False,
+    results_dir: ResultsOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Every table of the seed papers (DM, IDM, DREAM, DREAM+, DataDAM): spec, cells, cost and
+    status; with --table, that table from result rows in the paper's layout, ours beside published."""
+    from .errors import ConfigError
+    from .papers import find_table, header, listing, render_entry, select_rows
+    from .store import ResultStore, atomic_write_text
+    from .tables import render_frame
+
+    if table_id is None:
+        if out is not None or rows_file is not None:
+            raise ConfigError("--out/--rows render one table: add --table ID (`dbench papers` lists the ids).")
+        df = listing(budget=budget)
+        if as_json:
+            print(df.to_json(orient="records", indent=1, force_ascii=False))
+        else:  # a compact table, then what each shows and why it has its status
+            from rich.markup import escape
+
+            _print_frame(df[["id", "spec", "cells", "cost", "status", "check"]].rename(columns={"check": "runs here"}),
+                         f"{len(df)} tables and figures of the seed papers (cost: benchmark/cost.py estimate; "
+                         "runs here: a CPU-scale check)")
+            for r in df.itertuples():
+                console.print(f"[bold]{escape(r.id)}[/]: {escape(r.what)}. [dim]{escape(r.status)}: "
+                              f"{escape(r.reason)}[/]", highlight=False)
+        return
+    entry = find_table(table_id)
+    if out is not None and out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; give a folder.")
+    if rows_file is not None:
+        rows = read_rows_file(rows_file)[0]
+    else:
+        store = ResultStore(results_dir)
+        store.check(write=False)
+        rows = select_rows(entry, store, budget)
+    view, tidy = render_entry(entry, rows)
+    md = header(entry) + "\n\n" + render_frame(view, "md", empty="(no layout: no published rows and no results)")
+    if out is not None:
+        stem = entry.id.replace(" ", "_").replace("+", "plus").replace("/", "-").replace(".", "")
+        atomic_write_text(out / f"{stem}.md", md + "\n")
+        atomic_write_text(out / f"{stem}.csv", render_frame(tidy, "csv"))
+        err_console.print(f"wrote {out}/{stem}.md, .csv")
+    print(view.to_json(orient="records", force_ascii=False) if as_json else md)
+
+
 def write_rows_file(path: Path, rows: list[dict], curves: dict[str, dict]) -> None:
     """The rows a committed table was built from (one JSON object a line, sorted), plus the
     curve records its efficiency view needs: ``dbench table --rows`` rebuilds it from this."""
@@ -564,10 +675,19 @@ MaxParallelOpt = Annotated[int, typer.Option("--max-parallel", help="slurm: arra
                                              rich_help_panel=JOBS_PANEL)]
 
 
-def _job_executor(executor: str, max_retries: int | None, **kw):
+EXECUTOR_OPTIONS = ("gpus", "jobs_per_gpu", "jobs", "ray_address", "gpus_per_cell", "cpus_per_cell",
+                    "slurm_partition", "slurm_time", "max_parallel")
+
+
+def _executor_from(options: dict, *, wait: bool = True):
+    """The ``--executor`` of a command built from its job options (the command's ``locals()``);
+    ``--max-retries`` left out keeps each executor's own default."""
     from .executors import make_executor
 
-    return make_executor(executor, wait=True, **kw, **({} if max_retries is None else {"max_retries": max_retries}))
+    kw = {k: options[k] for k in EXECUTOR_OPTIONS}
+    if options.get("max_retries") is not None:
+        kw["max_retries"] = options["max_retries"]
+    return make_executor(options["executor"], wait=wait, **kw)
 
 
 @app.command()
@@ -611,9 +731,7 @@ def tune(
     if trials is not None and trials < 1:
         raise ConfigError(f"--trials {trials}: give a number >= 1.")
     spec = load_tune(spec_file)
-    ex = _job_executor(executor, max_retries, gpus=gpus, jobs_per_gpu=jobs_per_gpu, jobs=jobs, ray_address=ray_address,
-                       gpus_per_cell=gpus_per_cell, cpus_per_cell=cpus_per_cell, slurm_partition=slurm_partition,
-                       slurm_time=slurm_time, max_parallel=max_parallel)
+    ex = _executor_from(locals())
     root = resolve_results(results_dir)
     tracker = make_tracker(tracking_uri, root, enabled=not no_mlflow)
     opts = RunOptions(device=device, data=DataSource.from_env(data_dir))
@@ -679,9 +797,7 @@ def continual(
     from .tracking import make_tracker
 
     spec = load_continual(spec_file)
-    ex = _job_executor(executor, max_retries, gpus=gpus, jobs_per_gpu=jobs_per_gpu, jobs=jobs, ray_address=ray_address,
-                       gpus_per_cell=gpus_per_cell, cpus_per_cell=cpus_per_cell, slurm_partition=slurm_partition,
-                       slurm_time=slurm_time, max_parallel=max_parallel)
+    ex = _executor_from(locals())
     root = resolve_results(results_dir)
     store = ResultStore(root / "continual" / spec.name)
     tracker = make_tracker(tracking_uri, root, enabled=not no_mlflow)
@@ -701,6 +817,43 @@ def continual(
         atomic_write_text(out / f"{spec.name}.md", render_frame(table, "md") + "\n")
         atomic_write_text(out / f"{spec.name}.csv", continual_csv(rows))
         err_console.print(f"wrote {out}/{spec.name}.md, .csv")
+
+
+# ------------------------------------------------------------------------- nas
+
+
+@app.command()
+@_user_errors
+def nas(
+    spec: Annotated[Path, typer.Option("--spec", help="NAS-proxy spec YAML (e.g. tables/nas/cpu_check.yaml).")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the jobs and their estimated cost.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Also write <name>.md/.csv, <name>_archs.csv and "
+                                                "rows/<name>.jsonl into this folder.")] = None,
+    ground_truth: Annotated[Optional[Path], typer.Option("--ground-truth", help="Import a ground-truth cache first "
+                                                         "(CSV arch,test_acc or NAS rows as JSON lines).")] = None,
+    data_dir: DataDirOpt = None,
+    results_dir: ResultsOpt = None,
+    device: DeviceOpt = "auto",
+    executor: ExecOpt = "serial",
+    gpus: GpusOpt = None,
+    jobs_per_gpu: JobsPerGpuOpt = 1,
+    jobs: JobsOpt = None,
+    ray_address: RayAddressOpt = None,
+    gpus_per_cell: GpusPerCellOpt = 0.0,
+    cpus_per_cell: CpusPerCellOpt = 1.0,
+    max_retries: MaxRetriesOpt = None,
+    slurm_partition: PartitionOpt = None,
+    slurm_time: SlurmTimeOpt = "04:00:00",
+    max_parallel: MaxParallelOpt = 32,
+    debug: DebugOpt = False,
+) -> None:
+    """NAS proxy (DM Table 5 / DataDAM Table 4): rank ConvNet candidates by proxy sets, one job per architecture."""
+    from .nas import nas_command
+
+    ex = None if dry_run else _executor_from(locals())
+    nas_command(spec, dry_run_only=dry_run, out=out, ground_truth=ground_truth, data_dir=data_dir,
+                results_dir=results_dir, device=device, executor=ex, console=console, err_console=err_console,
+                print_frame=_print_frame)
 
 
 # ------------------------------------------------------------------------ list
@@ -817,6 +970,8 @@ def eval_(
     num_eval: Annotated[int, typer.Option("--num-eval", help="Networks to train.")] = 5,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16.")] = "fp32",
+    engine: Annotated[str, typer.Option("--engine", help="stacked: the networks train together in lockstep (same "
+                                                         "math per network); loop: one after another.")] = "stacked",
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
     debug: DebugOpt = False,
@@ -840,6 +995,8 @@ def eval_(
         raise ConfigError(f"--precision {precision}: use fp32, bf16 or fp16.")
     if num_eval < 1:
         raise ConfigError(f"--num-eval {num_eval}: give a number >= 1.")
+    if engine not in ("stacked", "loop"):
+        raise ConfigError(f"--engine {engine}: use stacked or loop.")
     dev = select_device(device)
     info = get_info(dataset)
     proto = get_protocol(protocol)
@@ -852,7 +1009,7 @@ def eval_(
         _note(f"precision {precision} runs as {effective_precision(dev, precision)} on the {dev.type.upper()} "
               "(fp16 autocast needs CUDA).")
     plan = eval_plan(proto, b, info, arch, len(y), seed=seed, num_eval=b.cap("num_eval", num_eval), device=dev,
-                     precision=precision)
+                     precision=precision, engine=engine)
     test = load_dataset(info.name, False, DataSource.from_env(data_dir))
     with console_progress(console) as progress:
         res = plan.run(tensor_source(x, y, dev), info, test, progress)

@@ -195,6 +195,8 @@ class ModelResult:
     train_time_s: float
     test_time_s: float
     steps: int
+    engine: str = "loop"  # as it ran: 'stacked' (K networks in lockstep) or 'loop' (one at a time)
+    kernel: str = ""  # the stacked engine's compute kernel: 'split' or 'wide' (benchmark.stacked)
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,10 @@ class TrainSettings:
     channels_last: bool = False
     compile: bool = False
     max_steps: int | None = None  # hard cap on optimizer steps (smoke budgets)
+    # 'stacked': the networks of one evaluate() call train in lockstep (benchmark.stacked; the
+    # loop's math per network); 'loop': one after another. 'loop' is a distinct cell identity.
+    engine: Literal["stacked", "loop"] = "stacked"
+    stack_kernel: Literal["auto", "split", "wide"] = "auto"  # the stacked engine's kernel (same math)
 
 
 def _augment(x: torch.Tensor, p: EvalProtocol, info: DatasetInfo, g: torch.Generator) -> torch.Tensor:
@@ -235,12 +241,14 @@ def test_accuracy(model: nn.Module, test: RealData, s: TrainSettings, batch_size
 def train_model(
     source, protocol: EvalProtocol, arch: str, info: DatasetInfo, test: RealData, seed: int, index: int = 0,
     settings: TrainSettings = TrainSettings(), progress: Progress = NullProgress(), label: str = "eval",
+    models_out: list | None = None,
 ) -> ModelResult:
     """Train one fresh network on ``source`` with ``protocol`` and test it after the last epoch.
 
     Runs epochs 0..E (E+1 passes, as the VICO loop) or E passes (IDC). ``halfstep_reset``:
     after epoch E//2+1 the lr is multiplied by 0.1 and a new SGD optimizer is created
-    (momentum reset). ``multistep``: lr x gamma once floor(m*E) epochs are done."""
+    (momentum reset). ``multistep``: lr x gamma once floor(m*E) epochs are done.
+    ``models_out``: a list that receives the trained network (tests)."""
     p = protocol
     dev = settings.device
     model = create_model(arch, info, make_generator(seed, "init")).to(dev)
@@ -308,6 +316,8 @@ def train_model(
     bar.close()
     t1 = time.perf_counter()
     acc = test_accuracy(fwd, test, settings)
+    if models_out is not None:
+        models_out.append(model)
     return ModelResult(index, seed, acc, (loss_sum / max(loss_n, 1)).item(), train_time, time.perf_counter() - t1, step)
 
 
@@ -321,12 +331,28 @@ def evaluate(
     on_result=None,
 ) -> list[ModelResult]:
     """Train and test one fresh network per seed. ``skip`` lists model indices already done
-    (resume); ``on_result`` is called after each model (to persist it at once)."""
+    (resume); ``on_result`` is called after each model (to persist it at once).
+
+    ``settings.engine`` 'stacked' (default) trains the unfinished networks together in lockstep
+    (:mod:`benchmark.stacked`: each network's math and random draws are the loop's) and calls
+    ``on_result`` for each once the group finishes; a killed group restarts its unfinished
+    networks. Where the stacked engine cannot run exactly it falls back to the loop and logs why."""
     resolved = protocol.resolve(info, arch)
-    out = []
-    for k, seed in enumerate(seeds):
-        if k in skip:
-            continue
+    todo = [(k, seed) for k, seed in enumerate(seeds) if k not in skip]
+    out: list[ModelResult] = []
+    if settings.engine == "stacked" and len(todo) > 1:
+        from . import stacked
+
+        reason = stacked.unsupported_reason(arch, settings, len(todo))
+        if reason is None:
+            out = stacked.train_stacked(source, resolved, arch, info, test, [s for _, s in todo],
+                                        [k for k, _ in todo], settings, progress)
+            for r in out:
+                if on_result is not None:
+                    on_result(r)
+            return out
+        stacked.log.warning("engine stacked -> loop for %s: %s", arch, reason)
+    for k, seed in todo:
         r = train_model(source, resolved, arch, info, test, seed, k, settings, progress)
         out.append(r)
         if on_result is not None:

@@ -28,6 +28,9 @@ class MethodSpec(BaseModel):
     name: str
     preset: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    # why this entry's number should not be read as the method's result (e.g. a CPU reduction too
+    # coarse to mean anything); carried into every row and shown beside the number in the tables
+    caveat: str | None = None
 
     @property
     def label(self) -> str:
@@ -72,11 +75,45 @@ class GridSpec(BaseModel):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
     compile: bool = False
+    # evaluation engine: 'stacked' trains a cell's networks in lockstep (same math and random draws
+    # per network as the loop: not part of the cell hash); 'loop' one after another, kept for
+    # comparison: a distinct cell identity, so both can sit in one store side by side
+    engine: Literal["stacked", "loop"] = "stacked"
+    # sub-grids: each a mapping of grid fields laid over this file's (e.g. its own methods,
+    # protocol, eval_archs, num_exp/num_eval); the grid's cells are their cells in order. Lets one
+    # file score each method under its own paper's protocol (tables/table1.yaml).
+    blocks: list[dict[str, Any]] = Field(default_factory=list)
+    # caveat a distillation entry automatically when the budget cuts its iterations below this
+    # fraction of the paper budget's (the preset's); None: never
+    caveat_below: float | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _protocol_alias(cls, v):
-        return protocol_alias(v)
+        v = protocol_alias(v)
+        if isinstance(v, dict) and v.get("blocks") and "methods" not in v:
+            v = {**v, "methods": ["random"]}  # placeholder: a blocked grid's methods are its blocks'
+        return v
+
+    @model_validator(mode="after")
+    def _blocks(self):
+        for i, block in enumerate(self.blocks):
+            bad = sorted(set(block) & {"name", "blocks", "include"}) if isinstance(block, dict) else []
+            if not isinstance(block, dict) or not block or bad:
+                what = f"{', '.join(bad)} cannot be set per block" if bad else "must be a non-empty mapping"
+                raise ValueError(f"blocks[{i}]: {what} (a block lays grid fields over the file's)")
+            try:
+                self.sub_grid(i)
+            except ValidationError as e:
+                err = e.errors()[0]
+                raise ValueError(f"blocks[{i}].{_fmt_loc(err['loc'])}: {err['msg']}") from None
+        return self
+
+    def sub_grid(self, i: int) -> GridSpec:
+        """Block ``i`` as a grid of its own: this grid's fields with the block's laid over them."""
+        base = self.model_dump(exclude={"blocks", "methods"})
+        base["methods"] = [m.model_dump(exclude_defaults=True) for m in self.methods]
+        return GridSpec.model_validate({**base, **protocol_alias(self.blocks[i])})
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -139,6 +176,8 @@ class Cell(BaseModel):
     precision: str
     channels_last: bool = False
     compile: bool = False
+    engine: str = "stacked"  # 'stacked' | 'loop' (GridSpec.engine); in the identity only when 'loop'
+    caveat: str = ""  # the grid's word on this number (not part of the identity: see MethodSpec.caveat)
 
     @property
     def method_label(self) -> str:
@@ -168,7 +207,9 @@ class Cell(BaseModel):
         # leaves existing hashes (and so finished results) valid.
         return {"synset": self.synset_hash, "protocol": self.protocol.model_dump(exclude_defaults=True),
                 "arch_eval": arch_identity(self.arch_eval), "precision": self.precision,
-                "budget": self.budget.model_dump(exclude={"description"}, exclude_defaults=True)}
+                "budget": self.budget.model_dump(exclude={"description"}, exclude_defaults=True),
+                # the stacked engine is the loop's math (existing hashes stay); 'loop' is its own cell
+                **({"engine": self.engine} if self.engine != "stacked" else {})}
 
     @property
     def hash(self) -> str:
@@ -223,7 +264,8 @@ def validate_file_model(model: type[BaseModel], raw: dict, path: Path):
     except ValidationError as e:
         err = e.errors()[0]
         more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-        raise ConfigError(f"{path}: {_fmt_loc(err['loc'])}: {err['msg']}{more}.") from None
+        msg = f"{_fmt_loc(err['loc'])}: {err['msg']}" if err["loc"] else err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{path}: {msg}{more}.") from None  # loc-less: a whole-grid check naming its own path
 
 
 def load_grid(path: str | Path) -> GridSpec:
@@ -270,6 +312,14 @@ def check_only_matches(cells: list[Cell], only: dict[str, set[str]], grid_name: 
     raise ConfigError(f"the --only filters together match no cell of grid '{grid_name}'.")
 
 
+def iteration_caveat(iterations: int, paper_iterations: int | None, below: float) -> str:
+    """The automatic caveat of a distillation entry cut below ``below`` of its paper iterations."""
+    if not paper_iterations or iterations >= below * paper_iterations:
+        return ""
+    return (f"{iterations} of {paper_iterations} distillation iterations "
+            f"({100 * iterations / paper_iterations:.2g}%): not the method's result")
+
+
 IMPORTED_PREFIX = "imported:"
 
 
@@ -295,6 +345,18 @@ def expand(grid: GridSpec, *, budget: str | None = None, only: dict[str, set[str
     from .api import get_method
     from .build import resolved_values
 
+    if grid.blocks:  # each block's cells, in order; one key twice is a mistake in the file
+        cells, seen = [], {}
+        for i in range(len(grid.blocks)):
+            for c in expand(grid.sub_grid(i), budget=budget):
+                if c.key in seen:
+                    raise ConfigError(f"blocks[{i}]: cell {c.key} is also in blocks[{seen[c.key]}].")
+                seen[c.key] = i
+                cells.append(c)
+        if only:
+            check_only_matches(cells, only, grid.name)
+            cells = [c for c in cells if _matches(c, only)]
+        return cells
     b = resolve_budget(budget or grid.budget, grid.budget_overrides)
     protocols = [(name, protocol_with(name, grid.protocol_overrides),
                   name if not grid.protocol_overrides else f"{name}*")
@@ -318,9 +380,14 @@ def expand(grid: GridSpec, *, budget: str | None = None, only: dict[str, set[str
             for ipc in ipcs:
                 if not is_ref and ipc < 1:
                     raise ConfigError(f"ipc: {ipc} is not valid for method '{m.name}' (use ipc >= 1).")
+                caveat = m.caveat or ""
                 try:  # what the method derives from dataset / ipc / budget must resolve before any compute
                     if not is_ref:
-                        resolved_values(cls, cfg, info, ipc, b, arch)
+                        its = resolved_values(cls, cfg, info, ipc, b, arch).get("iterations")
+                        if grid.caveat_below is not None and its and not caveat:  # vs the preset at 'paper'
+                            caveat = iteration_caveat(its, resolved_values(cls, cls.resolve_config(m.preset, {}), info,
+                                                      ipc, resolve_budget("paper"), arch).get("iterations"),
+                                                      grid.caveat_below)
                 except DbenchError as e:
                     raise ConfigError(f"methods[{i}] ({m.label}) on {ds} ipc {ipc}: {e}") from None
                 for exp in range(n_exp):
@@ -333,6 +400,7 @@ def expand(grid: GridSpec, *, budget: str | None = None, only: dict[str, set[str
                                 protocol=proto, budget=b, exp=exp,
                                 seed=derive_seed(grid.seed, "set", exp), num_eval=b.cap("num_eval", grid.num_eval),
                                 precision=grid.precision, channels_last=grid.channels_last, compile=grid.compile,
+                                engine=grid.engine, caveat=caveat,
                             ))
     if only:
         check_only_matches(cells, only, grid.name)

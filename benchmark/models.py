@@ -18,6 +18,7 @@ kuangliu's ``densenet_cifar``; Kaiming-normal (fan-out, ReLU) convolutions for I
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -322,7 +323,7 @@ def _reg(name: str, display: str, desc: str, build, init: str = "torch_default",
 def arch_identity(name: str) -> str:
     """What a cell hash records of an architecture: its name, plus ``@v<k>`` once its numbers
     changed (version 1 hashes as the bare name, so older cells keep their hashes)."""
-    if name.startswith("timm:"):
+    if name.startswith(("timm:", NAS_PREFIX)):
         return name
     v = ARCHS[canonical_arch(name)].version
     return name if v == 1 else f"{name}@v{v}"
@@ -330,6 +331,29 @@ def arch_identity(name: str) -> str:
 
 def _convnet(**kw):
     return lambda ch, k, hw: ConvNet(ch, k, hw, **kw)
+
+
+# NAS search-space candidates (benchmark.nas): ``nas:D<depth>_W<width>_<act>_<norm>_<pool>``, e.g.
+# ``nas:D3_W128_relu_instancenorm_avg`` (= ConvNet), a ConvNet built on demand, never listed in ARCHS
+NAS_PREFIX = "nas:"
+NAS_POOLING = {"none": "none", "max": "maxpooling", "avg": "avgpooling"}
+NAS_NORMS = ("none", "batchnorm", "layernorm", "instancenorm", "groupnorm")
+
+
+def nas_convnet_kwargs(name: str) -> dict:
+    """ConvNet keyword arguments of a ``nas:`` candidate name (ValueError if it is not one)."""
+    parts = name.removeprefix(NAS_PREFIX).split("_")
+    try:
+        d, w, act, norm, pool = parts
+        kw = {"depth": int(d.removeprefix("D")), "width": int(w.removeprefix("W")), "act": act, "norm": norm,
+              "pooling": NAS_POOLING[pool]}
+        ok = d.startswith("D") and w.startswith("W") and kw["depth"] >= 1 and kw["width"] >= 1
+    except (ValueError, KeyError):
+        ok = False
+    if not ok or act not in ACTS or norm not in NAS_NORMS:
+        raise UnknownNameError("arch", name, ["nas:D<depth>_W<width>_<relu|sigmoid|leakyrelu>_<norm>_<none|max|avg>"],
+                               hint="`dbench nas` candidate ids look like nas:D3_W128_relu_instancenorm_avg")
+    return kw
 
 
 _reg("ConvNet", "ConvNet-3", "ConvNet-3: 3x[conv128-instancenorm-relu-avgpool] + linear (the default)", _convnet())
@@ -403,6 +427,9 @@ def expand_archs(names: list[str]) -> list[str]:
 def canonical_arch(name: str) -> str:
     if name.startswith("timm:"):
         return name
+    if name.startswith(NAS_PREFIX):
+        nas_convnet_kwargs(name)
+        return name
     key = _LOWER.get(name.lower().replace("-", "_"))
     if key is None:
         raise UnknownNameError("arch", name, ARCHS)
@@ -410,7 +437,7 @@ def canonical_arch(name: str) -> str:
 
 
 def arch_display(name: str) -> str:
-    return name if name.startswith("timm:") else ARCHS[canonical_arch(name)].display_name
+    return name if name.startswith(("timm:", NAS_PREFIX)) else ARCHS[canonical_arch(name)].display_name
 
 
 def create_model(name: str, info: DatasetInfo, generator: torch.Generator | None = None) -> nn.Module:
@@ -424,6 +451,12 @@ def create_model(name: str, info: DatasetInfo, generator: torch.Generator | None
             if seed is not None:
                 torch.manual_seed(seed)
             return TimmNet(key[5:], info.channels, info.num_classes)
+    elif key.startswith(NAS_PREFIX):  # a NAS candidate: a ConvNet with PyTorch's default init
+        kw = nas_convnet_kwargs(key)
+        with torch.random.fork_rng(devices=[]) if generator is not None else contextlib.nullcontext():
+            model = ConvNet(info.channels, info.num_classes, tuple(info.im_size), **kw)
+        if generator is not None:
+            init_parameters(model, generator, "torch_default")
     else:
         spec = ARCHS[key]
         if generator is not None:

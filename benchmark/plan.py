@@ -34,10 +34,11 @@ class EvalPlan:
 def eval_plan(protocol: EvalProtocol, budget: Budget, info: DatasetInfo, arch: str, n_train: int, *,
               seed: int, num_eval: int, device: torch.device, precision: str = "fp32", channels_last: bool = False,
               compile: bool = False, whole_dataset: bool = False, factor: int | None = None,
-              ipc: int | None = None) -> EvalPlan:
+              ipc: int | None = None, engine: str = "stacked") -> EvalPlan:
     """``whole_dataset``: the upper-bound row (the budget's full-data epochs and step cap
     instead of the protocol's synthetic-set schedule). ``factor`` / ``ipc`` describe the set
-    (IDC's evaluation rule depends on its multi-formation factor and IPC)."""
+    (IDC's evaluation rule depends on its multi-formation factor and IPC). ``engine``: 'stacked'
+    (the networks train in lockstep, :mod:`benchmark.stacked`) or 'loop' (one after another)."""
     arch = canonical_arch(arch)
     p = protocol.resolve(info, arch, factor=factor, ipc=ipc)
     if whole_dataset:
@@ -47,7 +48,7 @@ def eval_plan(protocol: EvalProtocol, budget: Budget, info: DatasetInfo, arch: s
         p = p.model_copy(update={"epochs": budget.eval_epochs_for(p.epochs, n_train, p.batch_size)})
         max_steps = budget.eval_max_steps
     settings = TrainSettings(device=device, precision=precision, channels_last=channels_last,  # type: ignore[arg-type]
-                             compile=compile, max_steps=max_steps)
+                             compile=compile, max_steps=max_steps, engine=engine)  # type: ignore[arg-type]
     return EvalPlan(p, arch, settings, tuple(model_seeds(seed, arch, num_eval)))
 
 

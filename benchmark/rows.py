@@ -149,6 +149,8 @@ def cell_base_row(cell, info, resolved_protocol, device, *, n_train: int, n_stor
         **protocol_fields(cell.protocol_name, resolved_protocol), **budget_fields(cell.budget),
         "exp": cell.exp, "set_seed": cell.seed, "epochs": resolved_protocol.epochs, "n_train_images": n_train,
         "n_stored_images": n_stored, "channels_last": cell.channels_last, "compile": cell.compile,
+        "engine": getattr(cell, "engine", "stacked"),  # requested; each network's row says how it ran
+        **({"caveat": cell.caveat} if getattr(cell, "caveat", "") else {}),  # the grid's word (MethodSpec.caveat)
         **run_fields(device, cell.precision),
     }
 

@@ -191,7 +191,7 @@ def run_cell(cell: Cell, store: ResultStore, tracker, opts: RunOptions, progress
             n_train, n_stored = len(y), len(synset)
         plan = eval_plan(cell.protocol, cell.budget, info, cell.arch_eval, n_train, seed=cell.seed,
                          num_eval=cell.num_eval, device=device, precision=cell.precision,
-                         channels_last=cell.channels_last, compile=cell.compile,
+                         channels_last=cell.channels_last, compile=cell.compile, engine=cell.engine,
                          whole_dataset=cell.method_kind == "reference",
                          factor=synset.decode.factor if synset is not None else None,
                          ipc=cell.ipc if synset is not None else None)
@@ -203,7 +203,9 @@ def run_cell(cell: Cell, store: ResultStore, tracker, opts: RunOptions, progress
         def persist(r):
             row = {**base_row, "model_index": r.index, "model_seed": r.seed, acc: r.test_acc,
                    "train_loss": r.train_loss, "train_time_s": r.train_time_s, "test_time_s": r.test_time_s,
-                   "steps": r.steps, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                   "steps": r.steps, "engine": r.engine, **({"engine_kernel": r.kernel} if r.kernel else {}),
+                   **({"engine_requested": cell.engine} if r.engine != cell.engine else {}),
+                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             store.write_row(cell.hash, r.index, row)
             tracker.log_metrics({f"eval/{acc}": r.test_acc, "eval/train_time_s": r.train_time_s}, step=r.index)
 

@@ -312,6 +312,9 @@ def ipc_charts(board: pd.DataFrame) -> list[dict]:
             continue
         pts["series"] = pts.label + _setting_suffix(pts, ["protocol", "budget", "precision"])
         pts["lo"], pts["hi"] = pts.acc_mean - pts.acc_std, pts.acc_mean + pts.acc_std
+        pts["paper"] = [p or (f"other protocol: {o}" if o else "")
+                        for p, o in zip(pts.paper.fillna(""), pts.get("paper_other", pd.Series("", index=pts.index))
+                                        .fillna(""))]
         pts = pts[["series", "ipc", "acc_mean", "acc_std", "n", "lo", "hi", "protocol", "budget", "precision", "paper"]]
         tip = [alt.Tooltip("series:N", title="method"), alt.Tooltip("ipc:Q", title="IPC"),
                alt.Tooltip("acc_mean:Q", title="ours", format=".1f"),
@@ -443,6 +446,19 @@ def _cell(v: Any) -> str:
     return html.escape(_value(v))
 
 
+def _published_cell(paper: str, other: str, source: str, protocol: str) -> str:
+    """The 'published' cell: the paper's number when it was produced under the line's protocol
+    (hover: ± and source); a number for the same cell under another protocol is shown greyed as
+    '64.9 (dc)', the protocol it comes from in parentheses; else empty."""
+    if paper:
+        return f'<span title="{html.escape(paper + " (" + source + ")")}">{html.escape(paper.split(" ")[0])}</span>'
+    if other:
+        tip = f"published under another protocol ({protocol}), not comparable: {other}, {source}"
+        return (f'<span class="other-protocol" title="{html.escape(tip)}">'
+                f'{html.escape(other.split(" ")[0])} ({html.escape(protocol)})</span>')
+    return ""
+
+
 def display_frame(board: pd.DataFrame, extras: list[str]) -> tuple[pd.DataFrame, dict[str, int]]:
     """The leaderboard as shown: escaped HTML cells (numbers as text that DataTables sorts as
     numbers); returns the frame and the position of each column."""
@@ -451,15 +467,14 @@ def display_frame(board: pd.DataFrame, extras: list[str]) -> tuple[pd.DataFrame,
     out = []
     for r in board.to_dict("records"):
         half = r["acc_ci95"]
-        paper = _s(r["paper"])
+        paper, other = _s(r["paper"]), _s(r.get("paper_other"))
         line = {
             "method": f'<a href="rows/{r["id"]}.html">{html.escape(_s(r["label"]))}</a>',
             "dataset": html.escape(_s(r["dataset_display"])),
             "IPC": "" if int(r["ipc"]) == 0 else str(int(r["ipc"])),
             "ours": _num(r["acc_mean"]), "±": _num(r["acc_std"]), "n": str(int(r["n"])),
             "95% CI": "" if half != half else f"[{r['acc_mean'] - half:.1f}, {r['acc_mean'] + half:.1f}]",
-            "published": (f'<span title="{html.escape(paper + " (" + _s(r["paper_source"]) + ")")}">'
-                          f'{html.escape(paper.split(" ")[0])}</span>') if paper else "",
+            "published": _published_cell(paper, other, _s(r["paper_source"]), _s(r.get("paper_protocol"))),
             "Δ vs random": _num(r["delta_random"], "{:+.1f}"),
             "kind": _badge("kind", r["method_kind"]), "protocol": _badge("protocol", r["protocol"]),
             "budget": _badge("budget", r["budget"]), "precision": _badge("precision", r["precision"]),
@@ -612,7 +627,9 @@ def row_page(line: pd.Series, rows: list[dict], images: dict[str, str], extras: 
     summary = [("ours", f"{_num(line.acc_mean, '{:.2f}')} ± {_num(line.acc_std, '{:.2f}')} (n={int(line.n)}, "
                         "population std over networks)"),
                ("95% CI", "" if half != half else f"[{line.acc_mean - half:.2f}, {line.acc_mean + half:.2f}] (normal)"),
-               ("published", (f"{line.paper} ({line.paper_source})" if _s(line.paper) else "none matched")),
+               ("published", (f"{line.paper} ({line.paper_source})" if _s(line.paper) else
+                              f"none under this protocol; other protocol: {line.paper_other} ({line.paper_source})"
+                              if _s(getattr(line, "paper_other", "")) else "none matched")),
                ("Random, same setting", _num(line.random_acc, "{:.2f}")),
                ("Δ vs random", _num(line.delta_random, "{:+.2f}")),
                ("evaluated on", _s(line.arch_eval_display)), ("made on", _s(line.arch_distill_display)),

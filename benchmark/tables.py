@@ -4,7 +4,9 @@ Everything a table shows comes from the rows themselves (see :mod:`benchmark.row
 params beyond the preset, the extractor, the efficiency baseline, display names. This module
 imports no method registry, model or torch, so editing a preset never relabels an old result
 and a table renders where the method code cannot even be imported. Published numbers are joined
-from ``results/reference/published.csv`` and shown *beside* ours, never instead.
+from ``results/reference/published.csv`` and shown *beside* ours, never instead, and only when
+they were produced under the same protocol, dataset, IPC and architectures (:func:`find_published`);
+a number for the same cell under another protocol is shown apart, marked with its protocol.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +23,12 @@ import pandas as pd
 from .errors import DbenchError
 from .rows import upgrade
 
+# paper: the published number under the same protocol (and dataset, IPC, architectures);
+# paper_other: else one for the same cell under another protocol, marked "64.9 ± 3.5 (dc)";
+# paper_source / paper_protocol: where the number shown (in either column) comes from and its protocol
 TIDY_COLUMNS = ["method_label", "dataset", "ipc", "arch_eval", "protocol", "budget", "precision", "acc_mean", "acc_std",
-                "n", "acc_ci95", "paper", "paper_source", "arch_distill", "method_kind", "extractor", "params"]
+                "n", "acc_ci95", "paper", "paper_source", "paper_protocol", "paper_other", "arch_distill",
+                "method_kind", "extractor", "params"]
 
 _SOURCE_PRIORITY = ["DM (WACV 2023)", "DREAM+ (arXiv 2310.15052)", "DataDAM (ICCV 2023) supp",
                     "IDM (CVPR 2023) supp", "DREAM (ICCV 2023) supp"]
@@ -34,12 +41,22 @@ def published_path() -> Path:
     return Path(__file__).resolve().parent.parent / "results" / "reference" / "published.csv"
 
 
+PUBLISHED_COLUMNS = ["source", "table", "method", "dataset", "ipc", "arch_distill", "arch_eval", "metric", "value",
+                     "std", "notes", "protocol", "origin", "iterations", "eval_epochs", "protocol_notes"]
+
+
 def load_published(path: Path | None = None) -> pd.DataFrame:
+    """The published numbers, one row each, with the protocol that produced each (see
+    ``results/reference/README.md``). A file without a ``protocol`` column (an older copy) reads
+    as protocol 'unknown' everywhere, so none of its numbers is shown as matching ours."""
     p = path or published_path()
     if not p.exists():
-        return pd.DataFrame(columns=["source", "table", "method", "dataset", "ipc", "arch_eval", "metric", "value",
-                                     "std"])
-    return pd.read_csv(p, keep_default_na=False, na_values=[""])
+        return pd.DataFrame(columns=PUBLISHED_COLUMNS)
+    pub = pd.read_csv(p, keep_default_na=False, na_values=[""])
+    if "protocol" not in pub:
+        pub["protocol"] = "unknown"
+    pub["protocol"] = pub["protocol"].fillna("unknown").astype(str)
+    return pub
 
 
 def records_to_frame(rows: Iterable[dict]) -> pd.DataFrame:
@@ -59,6 +76,7 @@ def _frame(rows) -> pd.DataFrame:
             df[k] = v
     df["params_label"] = df["params_label"].fillna("")
     df["extractor_label"] = df["extractor_label"].fillna("")
+    df["caveat"] = df["caveat"].fillna("").astype(str) if "caveat" in df else ""  # the grid's word on a number
     return df
 
 
@@ -100,20 +118,19 @@ def leaderboard(rows: Iterable[dict] | pd.DataFrame, published: pd.DataFrame | N
     out = g.agg(acc_mean="mean", acc_std=lambda s: float(s.std(ddof=0)), n="count",
                 _sstd=lambda s: float(s.std(ddof=1)) if len(s) > 1 else float("nan")).reset_index()
     out["_cfg"] = grouped["_cfg"].first().to_numpy()
+    out["caveat"] = grouped["caveat"].agg(_join_caveats).to_numpy()
     out["acc_ci95"] = 1.96 * out.pop("_sstd") / out.n.pow(0.5)
     pub = load_published() if published is None else published
-    paper, source = [], []
-    for r in out.itertuples():
-        v, s, src = match_published(pub, r.method_display, r.dataset_display, r.ipc, r.arch_eval_display,
-                                    r.arch_distill_display)
-        paper.append(_fmt(v, s))
-        source.append(src)
-    out["paper"], out["paper_source"] = paper, source
+    cols = [published_columns(find_published(pub, r.method_display, r.dataset_display, r.ipc, r.arch_eval_display,
+                                             r.arch_distill_display, r.protocol)) for r in out.itertuples()]
+    for c in ("paper", "paper_source", "paper_protocol", "paper_other"):
+        out[c] = [x[c] for x in cols]
     out["extractor"], out["params"] = out.extractor_label, out.params_label
     out["label"] = _labels(out)
     out = out.sort_values(["dataset", "method_label", "ipc", "arch_eval", "protocol", "budget", "precision",
                            "params"], kind="stable")
-    extra = ["method_display", "method_preset", "dataset_display", "arch_eval_display", "arch_distill_display", "label"]
+    extra = ["method_display", "method_preset", "dataset_display", "arch_eval_display", "arch_distill_display", "label",
+             "caveat"]
     board = out[TIDY_COLUMNS + extra + ["_cfg"]].reset_index(drop=True)
     return with_scores(board, df, lrs_weight=lrs_weight, ars_gamma=ars_gamma)
 
@@ -122,12 +139,61 @@ def leaderboard(rows: Iterable[dict] | pd.DataFrame, published: pd.DataFrame | N
 _PUBLISHED_ARCH = {"ResNet-10-BN": "ResNet-10", "DenseNet-121 (CIFAR, k=12)": "DenseNet-121"}
 
 
-def match_published(pub: pd.DataFrame, method: str, dataset: str, ipc: int, arch: str, arch_distill: str | None = None):
-    """The published number for (method, dataset, ipc, evaluation arch); with ``arch_distill``
-    only a number for a set made on that architecture (or one with none named, as for the
-    baselines), so a set made on AlexNet is never shown beside a ConvNet-made paper number."""
+# dbench protocols whose evaluation trains identically (benchmark/evaluate.py: the dm and idm
+# profiles are the dsa one under another name; tests/test_published.py checks the profiles): a
+# number produced under one is shown as matching a row evaluated under another.
+PROTOCOL_ALIASES = {"dm": "dsa", "idm": "dsa"}
+# published protocols that never match a row: no evaluation, or one the paper does not state
+_NEVER_MATCHES = {"", "unknown", "n/a"}
+
+
+def protocol_key(protocol: Any) -> str | None:
+    """The name under which a row's protocol matches a published number's: the profile name (its
+    alias folded: dm -> dsa), or None for a grid-overridden ``dsa*`` and a ``_noaug`` variant,
+    which match no published number (no paper evaluated without its augmentation or with the
+    grid's overrides)."""
+    p = "" if protocol is None or (isinstance(protocol, float) and math.isnan(protocol)) else str(protocol)
+    if p in _NEVER_MATCHES or p.endswith("*") or is_noaug(p):
+        return None
+    return PROTOCOL_ALIASES.get(p, p)
+
+
+def same_protocol(ours: Any, published: Any) -> bool:
+    """Does a published number's protocol equal the protocol our row was evaluated under?"""
+    a, b = protocol_key(ours), protocol_key(published)
+    return a is not None and a == b
+
+
+@dataclass(frozen=True)
+class PaperNumber:
+    """A published number found for one of our cells."""
+
+    value: float
+    std: float | None
+    source: str  # 'DM (WACV 2023) Table 1'
+    protocol: str  # the protocol that produced it (the original paper's, for a reprint)
+    same_protocol: bool  # produced under the protocol of the row it is shown beside
+
+    @property
+    def text(self) -> str:
+        return _fmt(self.value, self.std)
+
+    @property
+    def marked(self) -> str:
+        """'64.9 ± 3.5 (dc)': the number with the protocol it was produced under."""
+        return f"{self.text} ({self.protocol})"
+
+
+def find_published(pub: pd.DataFrame, method: str, dataset: str, ipc: int, arch: str, arch_distill: str | None,
+                   protocol: Any) -> PaperNumber | None:
+    """The published number for a row's (method, dataset, ipc, evaluation arch, distillation
+    arch, protocol). The architectures must match (a set made on AlexNet is never shown beside a
+    ConvNet-made number; a baseline row names no distillation arch and matches any). A number
+    under the row's protocol (:func:`same_protocol`) is preferred; without one, a number for the
+    same cell under another protocol comes back with ``same_protocol`` False, to be shown marked.
+    Among equals: a number with a std, then the source order of ``_SOURCE_PRIORITY``."""
     if pub.empty:
-        return None, None, ""
+        return None
     arch = _PUBLISHED_ARCH.get(arch, arch)
     m = (pub.metric == "test_acc") & (pub.method == method) & (pub.dataset == dataset) & (pub.arch_eval == arch)
     if arch_distill is not None and "arch_distill" in pub:
@@ -135,11 +201,54 @@ def match_published(pub: pd.DataFrame, method: str, dataset: str, ipc: int, arch
     m &= pub.ipc.isna() if int(ipc) == 0 else (pub.ipc == float(ipc))
     hits = pub[m & pub.value.notna()]
     if hits.empty:
-        return None, None, ""
-    hits = hits.assign(_p=hits.source.map(lambda s: _SOURCE_PRIORITY.index(s) if s in _SOURCE_PRIORITY else 99),
+        return None
+    protocols = hits["protocol"].astype(str) if "protocol" in hits else pd.Series("unknown", index=hits.index)
+    same = protocols.map(lambda p: same_protocol(protocol, p))
+    hits = hits.assign(_other=~same, _protocol=protocols,
+                       _p=hits.source.map(lambda s: _SOURCE_PRIORITY.index(s) if s in _SOURCE_PRIORITY else 99),
                        _nostd=hits["std"].isna())
-    best = hits.sort_values(["_nostd", "_p"]).iloc[0]
-    return float(best.value), (None if pd.isna(best["std"]) else float(best["std"])), f"{best.source} {best.table}"
+    best = hits.sort_values(["_other", "_nostd", "_p"], kind="stable").iloc[0]
+    return PaperNumber(float(best.value), None if pd.isna(best["std"]) else float(best["std"]),
+                       f"{best.source} {best.table}", str(best._protocol), not bool(best._other))
+
+
+def match_published(pub: pd.DataFrame, method: str, dataset: str, ipc: int, arch: str, arch_distill: str | None = None,
+                    protocol: Any = None):
+    """(value, std, source) of the published number for (method, dataset, ipc, evaluation arch,
+    distillation arch) under ``protocol`` (see :func:`find_published`), or (None, None, '') when
+    none was produced under that protocol. Without ``protocol`` a lookup of whatever was published
+    for the cell, under any protocol: never for showing beside a result."""
+    if protocol is None:
+        hit = find_published(pub.assign(protocol="any"), method, dataset, ipc, arch, arch_distill, "any") \
+            if not pub.empty else None
+    else:
+        hit = find_published(pub, method, dataset, ipc, arch, arch_distill, protocol)
+    if hit is None or not hit.same_protocol:
+        return None, None, ""
+    return hit.value, hit.std, hit.source
+
+
+def published_columns(hit: PaperNumber | None) -> dict[str, str]:
+    """The leaderboard's paper / paper_source / paper_protocol / paper_other of one line."""
+    if hit is None:
+        return {"paper": "", "paper_source": "", "paper_protocol": "", "paper_other": ""}
+    return {"paper": hit.text if hit.same_protocol else "", "paper_source": hit.source, "paper_protocol": hit.protocol,
+            "paper_other": "" if hit.same_protocol else hit.marked}
+
+
+def paper_note(paper: Any, other: Any) -> str:
+    """What a pivot cell adds after our number: '; paper 64.9 ± 3.5' under the same protocol,
+    '; other protocol: 64.9 ± 3.5 (dc)' for a number from another protocol, else ''."""
+    if isinstance(paper, str) and paper:
+        return f"; paper {paper}"
+    if isinstance(other, str) and other:
+        return f"; other protocol: {other}"
+    return ""
+
+
+def _join_caveats(s) -> str:
+    """The distinct caveats of a group, '; '-joined ('' when none)."""
+    return "; ".join(dict.fromkeys(str(x) for x in s if isinstance(x, str) and x))
 
 
 def _ipc_col(i) -> str:
@@ -150,13 +259,18 @@ def _precision_split(b: pd.DataFrame) -> bool:
     return b.precision.nunique() > 1
 
 
+def _other(b: pd.DataFrame) -> pd.Series:
+    """The board's ``paper_other`` (empty for a board made before the column existed)."""
+    return b["paper_other"].fillna("") if "paper_other" in b else pd.Series("", index=b.index)
+
+
 def pivot(board: pd.DataFrame) -> pd.DataFrame:
-    """Human view: method x IPC cells 'ours (n) | paper'."""
+    """Human view: method x IPC cells 'ours (n); paper p' (or '; other protocol: p (dc)')."""
     if board.empty:
         return board
     b = board.copy()
-    b["cell"] = [f"{_fmt(m, s)} (n={n})" + (f"; paper {p}" if p else "")
-                 for m, s, n, p in zip(b.acc_mean, b.acc_std, b.n, b.paper)]
+    b["cell"] = [f"{_fmt(m, s)} (n={n})" + paper_note(p, o)
+                 for m, s, n, p, o in zip(b.acc_mean, b.acc_std, b.n, b.paper, _other(b))]
     b["IPC"] = b.ipc.map(_ipc_col)
     index = ["dataset_display", "arch_eval_display", "protocol", "budget"]
     if _precision_split(b):
@@ -164,6 +278,10 @@ def pivot(board: pd.DataFrame) -> pd.DataFrame:
     index.append("label")
     if (b.extractor != "").any():  # which network the selectors' features came from
         index.append("extractor")
+    if "caveat" in b and (b.caveat.fillna("") != "").any():  # a caveated number: marked, its reason beside
+        b["cell"] = [f"† {c}" if k else c for c, k in zip(b.cell, b.caveat.fillna(""))]
+        b["caveat"] = b.groupby(index, dropna=False, sort=False)["caveat"].transform(_join_caveats)
+        index.append("caveat")
     out = b.pivot_table(index=index, columns="IPC", values="cell", aggfunc="first", sort=False)
     cols = sorted(out.columns, key=lambda c: (c == "all", int(c) if c.isdigit() else 0))
     out = out[cols].reset_index().rename(columns={"dataset_display": "dataset", "arch_eval_display": "arch",
@@ -186,7 +304,8 @@ def render(board: pd.DataFrame, fmt: str = "md", view_of=None) -> str:
     """md / latex of ``view_of(board)`` (default: the method x IPC :func:`pivot`); csv is the
     tidy board (one line per configuration)."""
     if fmt == "csv":
-        return render_frame(board[TIDY_COLUMNS], "csv")
+        cav = ["caveat"] if "caveat" in board and (board.caveat.fillna("") != "").any() else []
+        return render_frame(board[TIDY_COLUMNS + cav], "csv")
     return render_frame((view_of or pivot)(board), fmt)
 
 
@@ -196,15 +315,16 @@ def render(board: pd.DataFrame, fmt: str = "md", view_of=None) -> str:
 def cross_arch_pivot(board: pd.DataFrame) -> pd.DataFrame:
     """Cross-architecture transfer: one row per (dataset, IPC, method, distillation arch),
     one column per evaluation architecture ('mean ± std (n)'; '; paper x' beside ours where
-    published), and ``transfer``: the mean over the evaluation architectures other than the
-    one the set was made on."""
+    published under the same protocol, '; other protocol: x (dc)' where only another's is), and
+    ``transfer``: the mean over the evaluation architectures other than the one the set was made
+    on."""
     if board.empty:
         return board
     b = board.copy()
     b["IPC"] = b.ipc.map(_ipc_col)
     b["distilled on"] = b.arch_distill_display
-    b["cell"] = [f"{_fmt(m, sd)} (n={n})" + (f"; paper {p}" if p else "")
-                 for m, sd, n, p in zip(b.acc_mean, b.acc_std, b.n, b.paper)]
+    b["cell"] = [f"{_fmt(m, sd)} (n={n})" + paper_note(p, o)
+                 for m, sd, n, p, o in zip(b.acc_mean, b.acc_std, b.n, b.paper, _other(b))]
     index = ["dataset_display", "IPC", "protocol", "budget", "label", "distilled on"]
     out = b.pivot_table(index=index, columns="arch_eval_display", values="cell", aggfunc="first", sort=False)
     # distillation architectures first (most rows first), then the other targets by name
@@ -633,8 +753,9 @@ def plot_efficiency(rows: Iterable[dict] | pd.DataFrame, curves: dict[str, dict]
 
 def continual_table(rows: list[dict], published: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per (dataset, method configuration, steps): mean ± std over orders x networks at every
-    step, the final step, and the published final-step number beside ours. A pure function of
-    the rows (labels and params come from them)."""
+    step, the final step, and the published final-step number beside ours: as is when it was
+    produced under the rows' protocol (:func:`same_protocol`), else marked 'other protocol:
+    34.4 (dm)'. A pure function of the rows (labels and params come from them)."""
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -650,7 +771,11 @@ def continual_table(rows: list[dict], published: pd.DataFrame | None = None) -> 
         row["final"] = f"{_fmt(last.mean(), last.std(ddof=0))} (n={len(last)})"
         hit = pub[(pub.metric == "cl_final_acc") & (pub.method == g.method_display.iloc[0]) & (pub.dataset == ds)
                   & (pub.ipc == float(row["ipc"])) & pub.notes.fillna("").str.startswith(f"{int(T)} steps")]
-        row["paper final"] = "" if hit.empty else f"{hit.value.iloc[0]:.1f}"
+        row["paper final"] = ""
+        if not hit.empty:
+            proto = str(hit.protocol.iloc[0]) if "protocol" in hit else "unknown"
+            v = f"{hit.value.iloc[0]:.1f}"
+            row["paper final"] = v if same_protocol(row["protocol"], proto) else f"other protocol: {v} ({proto})"
         out.append(row)
     return pd.DataFrame(out).fillna("")
 

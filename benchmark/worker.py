@@ -160,6 +160,10 @@ def run_one(submission: Submission | dict, cell_hash: str) -> dict[str, Any]:
                              DataSource.from_env(sub.data_dir), budget=sub.task.get("budget"), only_jobs={cell_hash})
         return {"key": cell_hash, "status": "finished", "n": len(rows), "error": "",
                 "cell_hashes": sorted({r["cell_hash"] for r in rows})}
+    if sub.kind == "nas":  # one architecture of `dbench nas` (its proxy sets are built by the driver)
+        from .nas import nas_job
+
+        return nas_job(sub, cell_hash)
     if sub.kind != "cells":
         raise DbenchError(f"submission {sub.id}: unknown job kind {sub.kind!r} (a newer dbench wrote it?).")
     cell = sub.cell(cell_hash)

@@ -38,7 +38,9 @@ def test_run_writes_rows_then_skips_finished(store_dir):
 
 def test_killed_cell_resumes_without_retraining_finished_models(store_dir, monkeypatch):
     g = load_grid(FIX / "tiny.yaml")
-    cells = expand(g.model_copy(update={"methods": g.methods[:1], "ipc": [1], "budget_overrides": {"num_eval": 3}}))
+    # engine loop: one network at a time, killed after the first (tests/test_stacked.py: the stacked engine)
+    cells = expand(g.model_copy(update={"methods": g.methods[:1], "ipc": [1], "budget_overrides": {"num_eval": 3},
+                                        "engine": "loop"}))
     cell = cells[0]
     assert cell.num_eval == 2
     store = ResultStore(store_dir)

@@ -18,14 +18,20 @@ def test_schema_1_rows_still_render():
                budget="cpu", arch_distill="ConvNet", method_kind="select", method_display="Random",
                dataset_display="MNIST", arch_display="ConvNet-3", test_acc=61.0)
     b = leaderboard([old])
-    assert b.iloc[0].protocol == "dsa" and b.iloc[0].arch_eval == "ConvNet" and b.iloc[0].paper == "64.9 ± 3.5"
+    assert b.iloc[0].protocol == "dsa" and b.iloc[0].arch_eval == "ConvNet"
+    # the paper's Random number is DC's protocol: shown marked, never as matching a dsa result
+    assert b.iloc[0].paper == "" and b.iloc[0].paper_other == "64.9 ± 3.5 (dc)"
 
 
 def test_leaderboard_stats_and_published_beside_ours():
     b = leaderboard(_rows())
     r = b[b.ipc == 1].iloc[0]
     assert r.acc_mean == 62.0 and abs(r.acc_std - (8 / 3) ** 0.5) < 1e-9 and r.n == 3
-    assert r.paper == "64.9 ± 3.5" and r.paper_source.startswith("DM (WACV 2023)")
+    # published Random was produced under DC's protocol: beside a dsa result it is marked
+    assert r.paper == "" and r.paper_other == "64.9 ± 3.5 (dc)" and r.paper_protocol == "dc"
+    assert r.paper_source.startswith("DM (WACV 2023)")
+    dc = leaderboard([dict(x, protocol="dc") for x in _rows()])
+    assert dc[dc.ipc == 1].iloc[0].paper == "64.9 ± 3.5" and dc[dc.ipc == 1].iloc[0].paper_other == ""
     assert list(b.columns[: len(TIDY_COLUMNS)]) == TIDY_COLUMNS
 
 
@@ -45,7 +51,8 @@ def test_published_match_whole_dataset_and_missing():
 def test_render_formats():
     b = leaderboard(_rows())
     md = render(b, "md")
-    assert "62.0 ± 1.6 (n=3); paper 64.9 ± 3.5" in md
+    assert "62.0 ± 1.6 (n=3); other protocol: 64.9 ± 3.5 (dc)" in md
+    assert "62.0 ± 1.6 (n=3); paper 64.9 ± 3.5" in render(leaderboard([dict(x, protocol="dc") for x in _rows()]))
     csv = render(b, "csv")
     assert pd.read_csv(__import__("io").StringIO(csv)).shape == (2, len(TIDY_COLUMNS))
     assert "tabular" in render(b, "latex")
