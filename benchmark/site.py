@@ -195,12 +195,21 @@ def with_delta(board: pd.DataFrame) -> pd.DataFrame:
         base.append(float(cand.acc_mean.iloc[0]))
         delta.append(float(r.acc_mean) - base[-1])
     b["random_acc"], b["delta_random"] = base, delta
+    # One notion of "vs random" across tables and site: the leaderboard's paired difference
+    # (same set seeds and networks, tables.SCORE_COLUMNS) wherever it could pair networks; the
+    # difference of the means only where nothing pairs, and then marked as unpaired.
+    paired = b["diff_random"].notna() if "diff_random" in b else pd.Series(False, index=b.index)
+    paired &= ~pd.Series([_is_random(v) for v in b.method_label], index=b.index)
+    if paired.any():
+        b.loc[paired, "delta_random"] = b.loc[paired, "diff_random"].astype(float)
+    b["delta_random_paired"] = paired & b["delta_random"].notna()
     return b
 
 
 def extra_columns(board: pd.DataFrame) -> list[str]:
     """Leaderboard columns beyond the ones this module lays out (shown as they are)."""
-    return [c for c in board.columns if c not in KNOWN_COLUMNS and c not in ("id", "random_acc", "delta_random")]
+    return [c for c in board.columns if c not in KNOWN_COLUMNS and c not in ("id", "random_acc", "delta_random",
+                                                                                 "delta_random_paired")]
 
 
 def lines_rows(rows: list[dict], board: pd.DataFrame) -> dict[str, list[dict]]:
@@ -475,7 +484,8 @@ def display_frame(board: pd.DataFrame, extras: list[str]) -> tuple[pd.DataFrame,
             "ours": _num(r["acc_mean"]), "±": _num(r["acc_std"]), "n": str(int(r["n"])),
             "95% CI": "" if half != half else f"[{r['acc_mean'] - half:.1f}, {r['acc_mean'] + half:.1f}]",
             "published": _published_cell(paper, other, _s(r["paper_source"]), _s(r.get("paper_protocol"))),
-            "Δ vs random": _num(r["delta_random"], "{:+.1f}"),
+            "Δ vs random": _num(r["delta_random"], "{:+.1f}") + ("" if r["delta_random"] != r["delta_random"]
+                                                                  or r["delta_random_paired"] else " (unpaired)"),
             "kind": _badge("kind", r["method_kind"]), "protocol": _badge("protocol", r["protocol"]),
             "budget": _badge("budget", r["budget"]), "precision": _badge("precision", r["precision"]),
             "arch": html.escape(_s(r["arch_eval_display"])),
@@ -631,7 +641,10 @@ def row_page(line: pd.Series, rows: list[dict], images: dict[str, str], extras: 
                               f"none under this protocol; other protocol: {line.paper_other} ({line.paper_source})"
                               if _s(getattr(line, "paper_other", "")) else "none matched")),
                ("Random, same setting", _num(line.random_acc, "{:.2f}")),
-               ("Δ vs random", _num(line.delta_random, "{:+.2f}")),
+               ("Δ vs random", "" if line.delta_random != line.delta_random else
+                _num(line.delta_random, "{:+.2f}") + (" (paired: same set seeds and networks)"
+                                                      if line.delta_random_paired else
+                                                      " (unpaired: difference of the means; no networks pair)")),
                ("evaluated on", _s(line.arch_eval_display)), ("made on", _s(line.arch_distill_display)),
                ("params", _s(line.params)), ("extractor", _s(line.extractor)),
                ("cells", ", ".join(_distinct(rows, "cell_key")))]

@@ -474,3 +474,23 @@ def test_site_in_headless_chromium(chromium, rows_file, real_store, tmp_path):
     print(f"\nscreenshots: {laptop} {phone} {row_shot}")
     assert errors == []
     assert remote == []
+
+
+def test_delta_vs_random_is_the_tables_paired_difference():
+    """The site's "Δ vs random" is the leaderboard's paired diff_random where networks pair (one
+    notion across tables and site), and a difference of means marked unpaired where none do."""
+    from benchmark.site import display_frame, extra_columns, with_delta
+
+    rows = [_row("random", "mnist", 1, a, i) for i, a in enumerate((50.0, 52.0))]  # random: networks 0, 1
+    rows += [_row("dm", "mnist", 1, a, i) for i, a in enumerate((80.0, 81.0, 95.0))]  # dm: networks 0, 1, 2
+    rows += [_row("random", "mnist", 10, 60.0, 0), _row("dm", "mnist", 10, 90.0, 0, exp=1, set_seed=999)]
+    b = with_delta(leaderboard(rows))
+    dm1 = b[(b.method_label == "dm.official") & (b.ipc == 1)].iloc[0]
+    assert abs(dm1.delta_random - 29.5) < 1e-9  # pairs (80-50, 81-52); the mean difference would be 34.33
+    assert abs(dm1.delta_random - dm1.diff_random) < 1e-9 and dm1.delta_random_paired
+    dm10 = b[(b.method_label == "dm.official") & (b.ipc == 10)].iloc[0]
+    assert not dm10.delta_random_paired and abs(dm10.delta_random - 30.0) < 1e-9  # different set seeds: no pair
+    view, _ = display_frame(b, extra_columns(b))
+    shown = {int(r.ipc): view.iloc[i]["Δ vs random"] for i, r in enumerate(b.itertuples())
+             if r.method_label == "dm.official"}
+    assert shown == {1: "+29.5", 10: "+30.0 (unpaired)"}
