@@ -164,20 +164,23 @@ class RepresentativeSampler:
     PICKS = ("distinct", "topk")
 
     def __init__(self, real: RealData, cfg: RepresentativeConfig, n_default: int, generator: torch.Generator,
-                 device: torch.device | str = "cpu", precision: str = "fp32", pick: str = "distinct"):
+                 device: torch.device | str = "cpu", precision: str = "fp32", pick: str = "distinct",
+                 compiled: bool = False):
         """``pick``: how each centroid's image(s) are chosen. ``distinct`` (dbench): the nearest
         image not taken by an earlier centroid (``per_cluster`` 1), or the ``per_cluster``
         nearest members of the centroid's own cluster; never a duplicate. ``topk`` (the official
         ``new_strategy.py``: ``query`` argmin, ``query_match`` topk): the ``per_cluster``
         nearest images among *all* images of the class, duplicates across centroids allowed.
         Not part of :class:`RepresentativeConfig` so that configs embedding it keep their hashes;
-        methods pass it from their own config (IDC/DREAM: ``representative_pick``)."""
+        methods pass it from their own config (IDC/DREAM: ``representative_pick``). ``compiled``:
+        embed with the ``torch.compile``d forward (:func:`benchmark.gradmatch.compiled_embed`; the
+        gradient-matching methods' ``forward: compiled``)."""
         if pick not in self.PICKS:
             from .errors import ConfigError
 
             raise ConfigError(f"representative sampler: unknown pick {pick!r}; use one of {', '.join(self.PICKS)}")
         self.real, self.cfg, self.g, self.device, self.precision = real, cfg, generator, device, precision
-        self.pick = pick
+        self.pick, self.compiled = pick, compiled
         self.n = int(cfg.n or n_default)
         if self.n < cfg.per_cluster or self.n % cfg.per_cluster:
             from .errors import ConfigError
@@ -198,16 +201,20 @@ class RepresentativeSampler:
 
     @torch.no_grad()
     def embed(self, net, idx: torch.Tensor) -> torch.Tensor:
+        from .gradmatch import compiled_embed
         from .runtime import autocast
 
         out = []
         dev = torch.device(self.device)
+        embed = compiled_embed() if self.compiled else (lambda n, x: n.embed(x))
         for s in range(0, idx.numel(), self.cfg.embed_batch):
             b = idx[s:s + self.cfg.embed_batch]
             x = (self.real.pixels(b, dev) if self.cfg.features == "raw"
                  else self.real.normalize(self.real.images[b], dev))
             with autocast(dev, self.precision):  # type: ignore[arg-type]
-                out.append(net.embed(x).float())
+                if self.compiled and self.precision != "fp32":  # cast outside the graph (see gradmatch)
+                    x = x.to(torch.bfloat16 if (self.precision == "bf16" or dev.type == "cpu") else torch.float16)
+                out.append(embed(net, x).float())
         return torch.cat(out)
 
     def select_class(self, feats: torch.Tensor, c: int) -> torch.Tensor:
@@ -282,14 +289,15 @@ class RepresentativeSampler:
 
 
 def make_class_sampler(kind: str, real: RealData, generator: torch.Generator, device, *, batch: int,
-                       rep: RepresentativeConfig | None = None, precision: str = "fp32", pick: str = "distinct"):
+                       rep: RepresentativeConfig | None = None, precision: str = "fp32", pick: str = "distinct",
+                       compiled: bool = False):
     """``random`` (DC-style, fresh permutation per draw), ``cyclic`` (IDC-style) or
     ``representative`` (DREAM); one switch point for every method's ``sampler`` field."""
     makers = {
         "random": lambda: ClassRandomSampler(real, generator, device),
         "cyclic": lambda: ClassCyclicSampler(real, batch, generator, device),
         "representative": lambda: RepresentativeSampler(real, rep or RepresentativeConfig(), batch, generator, device,
-                                                        precision, pick),
+                                                        precision, pick, compiled),
     }
     if kind not in makers:
         from .errors import ConfigError

@@ -24,8 +24,16 @@ k-means representatives (re-clustered every ``representative.interval`` matching
 the current network): the DREAM papers' "DC/DSA + representative matching" ablation.
 
 Deviations are named options: ``aug_scope='iteration'`` (one DSA draw for all classes),
-``sampler``. DC's default init is noise (the README's Table 1 commands pass no ``--init``);
-DSA's recommended command uses ``--init real``.
+``sampler``.
+
+Speed: ``forward`` (:func:`benchmark.gradmatch.resolve_forward`): ``auto`` (default) runs the
+real side of the matching and the inner network epochs ``torch.compile``d on runs of 50+
+iterations (same loop, same draws; float-tolerance equal), ``loop`` the plain eager
+per-class loop (the reference), ``compiled`` always compiled. The field is left out of the
+config dump (and so of hashes) while it is ``auto``.
+
+DC's default init is noise (the README's Table 1 commands pass no ``--init``); DSA's
+recommended command uses ``--init real``.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from pydantic import Field
 
 from benchmark import augment as A
 from benchmark.api import ComponentConfig, DistillMethod, register_method
@@ -48,10 +57,12 @@ from benchmark.distill import (
 from benchmark.errors import ConfigError
 from benchmark.fields import DsaStrategy, InitParams
 from benchmark.gradmatch import (
+    GMForward,
     freeze_bn_stats,
     has_batchnorm,
     match_class,
     matched_parameters,
+    resolve_forward,
     train_on_tensors,
 )
 from benchmark.samplers import RepresentativeConfig, make_class_sampler
@@ -90,6 +101,22 @@ def get_loops(ipc: int) -> tuple[int, int]:
                       "params: {loops: [outer, inner]} (the authors suggest [50, 10] or [20, 25] above 50).")
 
 
+def matching_step(net, syn: torch.Tensor, opt: torch.optim.Optimizer, sampler, aug_params, ipc: int, batch_real: int,
+                  params, metric: str, precision: str = "fp32", cl: bool = False,
+                  compiled: bool = False) -> torch.Tensor:
+    """One DC/DSA matching step (step 2b-c): for each class (``len(aug_params)`` classes) its
+    real batch and synthetic images under the class's Siamese DSA parameters, the summed
+    per-class gradient distance, one SGD step on the images. Returns the (detached) loss."""
+    loss = torch.zeros((), device=syn.device)
+    for c, ap in enumerate(aug_params):
+        xr = SiameseAug.apply(sampler(c, batch_real), [ap])
+        xs = SiameseAug.apply(syn[c * ipc:(c + 1) * ipc], [ap])
+        loss = loss + match_class(net, xr, xs, c, params, metric, precision=precision, cl=cl, compiled=compiled)
+    syn.grad = torch.autograd.grad(loss, syn)[0]  # images only: no network .grad
+    opt.step()
+    return loss.detach()
+
+
 class GradMatchConfig(ComponentConfig):
     iterations: int = 1000  # outer iterations K (each with a fresh network)
     loops: tuple[int, int] | None = None  # (outer_loop T, inner_loop) ; None: get_loops(ipc)
@@ -110,6 +137,9 @@ class GradMatchConfig(ComponentConfig):
     eval_every: int = 0  # intermediate evaluation; reference: every 500 iterations
     log_every: int = 10
     checkpoint_every: int | None = None
+    # auto: compiled real side + inner epochs on long runs (benchmark.gradmatch.resolve_forward); loop: the plain
+    # reference loop. Not dumped (no hash change) while auto.
+    forward: GMForward = Field("auto", exclude_if=lambda v: v == "auto")
 
 
 class _GradientMatching(DistillMethod):
@@ -120,9 +150,11 @@ class _GradientMatching(DistillMethod):
     def resolved(self, ipc: int) -> dict:
         cfg, info = self.cfg, self.ctx.info
         outer, inner = cfg.loops if cfg.loops is not None else get_loops(ipc)
-        return {"iterations": self.ctx.budget.iterations(cfg.iterations), "loops": [outer, inner],
+        iterations = self.ctx.budget.iterations(cfg.iterations)
+        return {"iterations": iterations, "loops": [outer, inner],
                 "outer_loop": outer, "inner_loop": inner,
-                "dsa_strategy": (cfg.dsa_strategy or info.dsa_strategy) if cfg.dsa else "none"}
+                "dsa_strategy": (cfg.dsa_strategy or info.dsa_strategy) if cfg.dsa else "none",
+                "forward": resolve_forward(cfg.forward, iterations, self.ctx.device)}
 
     def distill(self, real: RealData, ipc: int) -> SyntheticSet:
         ctx, cfg, info = self.ctx, self.cfg, real.info
@@ -135,7 +167,7 @@ class _GradientMatching(DistillMethod):
         labels_dev = labels.to(dev)
         opt = torch.optim.SGD([syn], lr=cfg.lr_img, momentum=cfg.momentum_img)
         sampler = make_class_sampler(cfg.sampler, real, g["real"], dev, batch=cfg.batch_real, rep=cfg.representative,
-                                     precision=prec)
+                                     precision=prec, compiled=r["forward"] == "compiled")
         aug = SiameseAug(r["dsa_strategy"], info.im_size, g["aug"], cfg.aug_scope)
         gens = {s: g[s] for s in ("real", "aug", "train")}
         inner_aug = None
@@ -152,8 +184,10 @@ class _GradientMatching(DistillMethod):
         def snapshot():
             return SyntheticSet(syn.detach().cpu().clone(), labels.clone(), info.name, info.mean, info.std)
 
+        compiled = r["forward"] == "compiled"
+        r_fp = {n: v for n, v in r.items() if n != "forward"}  # checkpoints from before the field keep resuming
         loop = DistillLoop(ctx, key, r["iterations"],
-                           fingerprint=f"{key}/{self.version}/{cfg.model_dump_json()}/ipc{ipc}/{r}",
+                           fingerprint=f"{key}/{self.version}/{cfg.model_dump_json()}/ipc{ipc}/{r_fp}",
                            eval_every=cfg.eval_every, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
                            snapshot=snapshot)
         start = loop.resume(restore)
@@ -169,19 +203,12 @@ class _GradientMatching(DistillMethod):
                     sampler.observe(net, it * T + ol)
                     if bn:
                         freeze_bn_stats(net, sampler.many(cfg.bn_batch), prec, cl)
-                    aug_params = aug.sample(k)
-                    loss = torch.zeros((), device=dev)
-                    for c in range(k):
-                        xr = SiameseAug.apply(sampler(c, cfg.batch_real), [aug_params[c]])
-                        xs = SiameseAug.apply(syn[c * ipc:(c + 1) * ipc], [aug_params[c]])
-                        loss = loss + match_class(net, xr, xs, c, params, cfg.metric, precision=prec, cl=cl)
-                    syn.grad = torch.autograd.grad(loss, syn)[0]  # images only: no network .grad
-                    opt.step()
-                    loss_sum += loss.detach()
+                    loss_sum += matching_step(net, syn, opt, sampler, aug.sample(k), ipc, cfg.batch_real, params,
+                                              cfg.metric, prec, cl, compiled)
                     if ol == T - 1:
                         break
                     train_on_tensors(net, opt_net, syn.detach().clone(), labels_dev, inner, cfg.batch_train, g["train"],
-                                     inner_aug, prec, cl)
+                                     inner_aug, prec, cl, compiled)
                 metrics = {"loss": loss_sum / (k * T)}
                 if cfg.sampler == "representative":
                     metrics["sampler_refresh_s"] = sampler.refresh_s

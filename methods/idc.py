@@ -31,6 +31,13 @@ dbench's: ``norm_stats`` (official: CIFAR-100 normalised with CIFAR-10's constan
 (official: argmin / top-k over the whole class, duplicates allowed). Evaluate IDC-I sets with
 the ``idc_i`` protocol (the ``idc`` rule depends on the factor).
 
+Speed: ``forward`` (:func:`benchmark.gradmatch.resolve_forward`): ``auto`` (default) runs the
+real side of each class's matching, the network updates (and DREAM+'s warm-up) and the
+representative sampler's embedding ``torch.compile``d on runs of 50+ iterations (same loop, same
+draws; float-tolerance equal), ``loop`` the plain eager per-class loop (the reference),
+``compiled`` always compiled. The field is left out of the config dump (no hash change) while
+it is ``auto``.
+
 Inits (``init``): with ``factor > 1`` IDC always uses ``mix``: ``ipc x factor^2`` real images
 per class, each resized (nearest) to a patch and tiled, patch k of image i from source
 image ``k * ipc + i``. The source images are ``first`` (IDC: the first images of the class in
@@ -46,6 +53,7 @@ from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from benchmark import augment as A
 from benchmark.api import ComponentConfig, DistillMethod, register_method
@@ -53,7 +61,14 @@ from benchmark.data import RealData
 from benchmark.distill import DistillLoop, images_state, restore_images_state
 from benchmark.errors import ConfigError
 from benchmark.fields import DsaStrategy, InitParams, init_name
-from benchmark.gradmatch import match_class, matched_parameters, normalizer, train_steps
+from benchmark.gradmatch import (
+    GMForward,
+    match_class,
+    matched_parameters,
+    normalizer,
+    resolve_forward,
+    train_steps,
+)
 from benchmark.samplers import (
     CyclicBatches,
     RepresentativeConfig,
@@ -135,6 +150,9 @@ class IDCConfig(ComponentConfig):
     # representative images per centroid: distinct (dbench, no duplicates; per_cluster > 1 from the
     # centroid's own cluster) or topk (DREAM's query / DREAM+'s query_match: nearest over the class).
     representative_pick: Literal["distinct", "topk"] = "distinct"
+    # auto: compiled real side + network updates on long runs (benchmark.gradmatch.resolve_forward); loop: the
+    # plain reference loop. Not dumped (no hash change) while auto.
+    forward: GMForward = Field("auto", exclude_if=lambda v: v == "auto")
 
 
 def tile_patches(images: torch.Tensor, ipc: int, factor: int) -> torch.Tensor:
@@ -154,6 +172,31 @@ def tile_patches(images: torch.Tensor, ipc: int, factor: int) -> torch.Tensor:
             k += 1
         hl += hr
     return out
+
+
+def class_steps(net, syn: torch.Tensor, opt: torch.optim.Optimizer, real: RealData, sampler, ipc: int, batch_real: int,
+                batch_syn_max: int, decode: Decode, norm, aug_type: str, g_aug: torch.Generator, g_syn: torch.Generator,
+                params, metric: str, bidirectional: bool = False, precision: str = "fp32", cl: bool = False,
+                compiled: bool = False) -> torch.Tensor:
+    """The matching half of one IDC inner step (step 3): for each class separately, its real
+    batch and decoded synthetic images, normalised and augmented together (one IDC parameter
+    set), the matching loss, one image step. Returns the summed (detached) loss."""
+    k, dev = real.num_classes, syn.device
+    labels = torch.zeros(ipc, dtype=torch.long)  # multi_formation only replicates them
+    total = torch.zeros((), device=dev)
+    for c in range(k):
+        xr = real.pixels(sampler.indices(c, batch_real), dev)
+        xs = multi_formation(syn[c * ipc:(c + 1) * ipc], labels, decode)[0]
+        if xs.shape[0] > batch_syn_max:
+            xs = xs[torch.randperm(xs.shape[0], generator=g_syn)[:batch_syn_max].to(dev)]
+        x = A.apply(norm(torch.cat([xr, xs])), A.sample_idc(aug_type, 1, real.info.im_size, g_aug, siamese=True))
+        n = xr.shape[0]
+        loss = match_class(net, x[:n], x[n:], c, params, metric, bidirectional=bidirectional, precision=precision,
+                           cl=cl, compiled=compiled)
+        syn.grad = torch.autograd.grad(loss, syn)[0]  # images only: no network .grad
+        opt.step()
+        total += loss.detach()
+    return total
 
 
 @register_method
@@ -203,6 +246,7 @@ class IDC(DistillMethod):
             "aug_type": aug_type, "net_aug": "_".join(net_ops) or "none",
             "mix_p": cfg.mix_p if cfg.mix_p is not None else (0.0 if mnist_multi else 0.5),
             "norm_mean": list(mean), "norm_std": list(std),
+            "forward": resolve_forward(cfg.forward, self.ctx.budget.iterations(cfg.iterations), self.ctx.device),
             "provenance": src,
         }
 
@@ -240,6 +284,7 @@ class IDC(DistillMethod):
         ctx, cfg, info = self.ctx, self.cfg, real.info
         r = self.resolved(ipc)
         k, dev, prec, cl = real.num_classes, ctx.device, ctx.precision, ctx.channels_last
+        compiled = r["forward"] == "compiled"
         key = self.key
         g = {s: ctx.generator(f"{key}/{s}") for s in ("init", "real", "aug", "syn", "train", "net")}
         norm = normalizer(r["norm_mean"], r["norm_std"], dev)
@@ -257,7 +302,8 @@ class IDC(DistillMethod):
                 warm = CyclicBatches([torch.arange(len(real))], cfg.warmup_batch, g["net"])
                 train_steps(net, opt, lambda: self._real_batch(real, warm, dev, norm),
                             int(cfg.warmup_epochs * len(real)),
-                            self._net_aug(r, info, g["net"]), g["net"], cutmix_p=r["mix_p"], precision=prec, cl=cl)
+                            self._net_aug(r, info, g["net"]), g["net"], cutmix_p=r["mix_p"], precision=prec, cl=cl,
+                            compiled=compiled)
             return net, opt
 
         net, opt_net = new_net(0)  # DREAM: the init network is also the first matching network
@@ -265,7 +311,7 @@ class IDC(DistillMethod):
         labels = torch.arange(k).repeat_interleave(ipc)
         opt = torch.optim.SGD([syn], lr=r["lr_img"], momentum=cfg.momentum_img)
         sampler = make_class_sampler(cfg.sampler, real, g["real"], dev, batch=cfg.batch_real, rep=cfg.representative,
-                                     precision=prec, pick=cfg.representative_pick)
+                                     precision=prec, pick=cfg.representative_pick, compiled=compiled)
         net_stream = CyclicBatches([torch.arange(len(real))], cfg.batch_real, g["train"])
         gens = {s: g[s] for s in ("real", "aug", "syn", "train", "net")}
         bi = cfg.match == "bidirectional"
@@ -283,8 +329,9 @@ class IDC(DistillMethod):
         def snapshot():
             return self._result_set(syn, labels.clone(), decode, info)
 
+        r_fp = {n: v for n, v in r.items() if n != "forward"}  # checkpoints from before the field keep resuming
         loop = DistillLoop(ctx, key, r["iterations"],
-                           fingerprint=f"{key}/{self.version}/{cfg.model_dump_json()}/ipc{ipc}/{r}",
+                           fingerprint=f"{key}/{self.version}/{cfg.model_dump_json()}/ipc{ipc}/{r_fp}",
                            eval_every=cfg.eval_every, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
                            snapshot=snapshot)
         start = loop.resume(restore)
@@ -299,23 +346,13 @@ class IDC(DistillMethod):
                 loss_sum = torch.zeros((), device=dev)
                 for ot in range(r["inner_loop"]):
                     sampler.observe(net, ot)
-                    for c in range(k):
-                        xr = real.pixels(sampler.indices(c, cfg.batch_real), dev)
-                        xs = multi_formation(syn[c * ipc:(c + 1) * ipc], labels[:ipc], decode)[0]
-                        if xs.shape[0] > cfg.batch_syn_max:
-                            xs = xs[torch.randperm(xs.shape[0], generator=g["syn"])[:cfg.batch_syn_max].to(dev)]
-                        x = A.apply(norm(torch.cat([xr, xs])),
-                                    A.sample_idc(r["aug_type"], 1, info.im_size, g["aug"], siamese=True))
-                        n = xr.shape[0]
-                        loss = match_class(net, x[:n], x[n:], c, params, r["metric"], bidirectional=bi, precision=prec,
-                                           cl=cl)
-                        syn.grad = torch.autograd.grad(loss, syn)[0]  # images only: no network .grad
-                        opt.step()
-                        loss_sum += loss.detach()
+                    loss_sum += class_steps(net, syn, opt, real, sampler, ipc, cfg.batch_real, cfg.batch_syn_max,
+                                            decode, norm, r["aug_type"], g["aug"], g["syn"], params, r["metric"], bi,
+                                            prec, cl, compiled)
                     for _ in range(cfg.net_epoch):
                         train_steps(net, opt_net, lambda: self._real_batch(real, net_stream, dev, norm), r["n_data"],
                                     net_aug, g["train"], cutmix_p=r["mix_p"] if cfg.mixup_net == "cut" else 0.0,
-                                    precision=prec, cl=cl)
+                                    precision=prec, cl=cl, compiled=compiled)
                 metrics = {"loss": loss_sum / (k * r["inner_loop"])}
                 if cfg.sampler == "representative":
                     metrics["sampler_refresh_s"] = sampler.refresh_s
