@@ -8,6 +8,9 @@ run, with the loss agreeing to bf16 tolerance. Random uint8 images with CIFAR-10
 statistics stand in for the data (the cost does not depend on pixel values).
 
 Run: ``.venv/bin/pytest benchmarks/bench_dm.py -m bench --benchmark-enable -s``
+
+The default (``batched``) fp32 path against the reference-style loop, for DM, IDM and
+DataDAM at MNIST and CIFAR-10 shapes, is benchmarks/bench_iter_dm.py (with the profile).
 """
 
 from __future__ import annotations

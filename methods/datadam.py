@@ -24,16 +24,17 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import PositiveInt
+from pydantic import Field, PositiveInt
 
 from benchmark.api import DistillMethod, register_method
 from benchmark.data import RealData
 from benchmark.distill import ImageMatchingConfig, ImageMatchingRun, SiameseAug, activations, freeze
 from benchmark.fields import ArchName
-from benchmark.losses import attention_match, mean_embedding_mmd
+from benchmark.losses import attention_map, attention_match, mean_embedding_mmd
 from benchmark.runtime import autocast, channels_last
 from benchmark.samplers import ClassRandomSampler
 from benchmark.synset import SyntheticSet
+from methods.dm import real_features
 
 _REPO = "DataDistillation/DataDAM@0f6ea09"
 
@@ -57,6 +58,9 @@ class DataDAM(DistillMethod):
         attention_norm: Literal["l2", "l1", "none"] = "l2"
         attention_weight: float = 100.0
         task_balance: float = 0.01
+        # batched: chunked real forward (same math, default); loop: the official code's plain path. Left out
+        # of the config dump when default, so existing DataDAM cell hashes are unchanged.
+        forward: Literal["batched", "loop"] = Field("batched", exclude_if=lambda v: v == "batched")
 
     PRESETS = {
         "official": {"provenance": f"{_REPO} main_DataDAM.py + utils.py (ConvNet=ConvNet-BN, get_attention p=1 l2, "
@@ -85,7 +89,8 @@ class DataDAM(DistillMethod):
             for it in run.loop.iterations(run.start):
                 net = freeze(ctx.new_model(f"datadam/net/{it}", r["arch"])).train()
                 l_att, l_emb = datadam_loss(net, run.sampler, run.aug, run.syn, k, cfg.batch_real, cfg.power,
-                                            cfg.attention_norm, ctx.device, ctx.precision, ctx.channels_last)
+                                            cfg.attention_norm, ctx.device, ctx.precision, ctx.channels_last,
+                                            cfg.forward)
                 loss = cfg.attention_weight * (l_att + cfg.task_balance * l_emb)
                 run.step(loss, it, {"loss": loss.detach(), "loss_attention": l_att.detach(),
                                     "loss_embed": l_emb.detach()})
@@ -95,17 +100,33 @@ class DataDAM(DistillMethod):
 
 
 def datadam_loss(net, sampler: ClassRandomSampler, aug: SiameseAug, syn: torch.Tensor, k: int, batch_real: int,
-                 power: float = 1.0, norm: str = "l2", device=None, precision: str = "fp32", cl: bool = False):
+                 power: float = 1.0, norm: str = "l2", device=None, precision: str = "fp32", cl: bool = False,
+                 forward: str = "batched"):
     """(attention term summed over all activation layers but the last, final-embedding MMD),
-    both unweighted and summed over classes; one forward for real, one for synthetic."""
+    both unweighted and summed over classes; one forward for real, one for synthetic.
+
+    ``forward='batched'``: the real side goes through :func:`methods.dm.real_features` (chunked;
+    BatchNorm still normalises with the whole concatenated batch's statistics, as one forward
+    does) and each chunk's activations are reduced to attention maps at once; ``'loop'``: the
+    plain path of the official code (one forward keeping every activation)."""
     device = device or syn.device
     params = aug.sample(k)
     real = sampler.many(batch_real)
     xr = channels_last(SiameseAug.apply(real, params), cl)
     xs = channels_last(SiameseAug.apply(syn, params), cl)
+    if forward == "loop":
+        with autocast(device, precision):  # type: ignore[arg-type]
+            with torch.no_grad():
+                ar, er = activations(net, xr)
+            as_, es = activations(net, xs)
+        l_att = attention_match(ar[:-1], as_[:-1], k, power, norm) if len(ar) > 1 else torch.zeros((), device=device)
+        return l_att, mean_embedding_mmd(er, es, k)
+    maps: dict[int, list[torch.Tensor]] = {}
+    er = real_features(net, xr, device, precision,
+                       on_act=lambda i, a: maps.setdefault(i, []).append(attention_map(a, power, norm)))
     with autocast(device, precision):  # type: ignore[arg-type]
-        with torch.no_grad():
-            ar, er = activations(net, xr)
         as_, es = activations(net, xs)
-    l_att = attention_match(ar[:-1], as_[:-1], k, power, norm) if len(ar) > 1 else torch.zeros((), device=device)
+    l_att = torch.zeros((), device=device)
+    for i in range(len(as_) - 1):
+        l_att = l_att + mean_embedding_mmd(torch.cat(maps[i]), attention_map(as_[i], power, norm), k)
     return l_att, mean_embedding_mmd(er, es, k)
