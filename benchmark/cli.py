@@ -405,7 +405,7 @@ def cost(
 # ----------------------------------------------------------------------- table
 
 
-VIEWS = ("leaderboard", "efficiency", "cross_arch", "precision", "paired", "continual")
+VIEWS = ("leaderboard", "efficiency", "cross_arch", "precision", "engine", "paired", "continual")
 
 
 @app.command()
@@ -425,6 +425,7 @@ def table(
                                       "with --out also a PNG plot; cross_arch: method x distillation arch rows, "
                                       "one column per evaluation arch and the mean transfer to the others; "
                                       "precision: fp32 vs bf16 paired on the same sets and networks; "
+                                      "engine: the stacked engine vs the loop on the same networks (+ train s/net); "
                                       "paired: each method minus random and minus the cell's best, paired on "
                                       "set seed and network (95% CI, paired t p-value, tie when the CI covers 0), "
                                       "with DD-Ranking's LRS/ARS from fractions; continual: the per-step "
@@ -448,6 +449,7 @@ def table(
         render,
         render_cross_arch,
         render_efficiency,
+        render_engine,
         render_paired,
         render_precision,
     )
@@ -493,6 +495,8 @@ def table(
         draw, stem = render_efficiency, f"{name}_efficiency"
     elif view == "precision":
         board, draw, stem = rows, render_precision, f"{name}_precision"
+    elif view == "engine":  # stacked vs loop evaluation of the same networks
+        board, draw, stem = rows, render_engine, f"{name}_engine"
     elif view == "continual":  # rows of `dbench continual` (--results-dir <results>/continual/<name>)
         from .tables import continual_table, render_frame
 

@@ -77,7 +77,21 @@ def _frame(rows) -> pd.DataFrame:
     df["params_label"] = df["params_label"].fillna("")
     df["extractor_label"] = df["extractor_label"].fillna("")
     df["caveat"] = df["caveat"].fillna("").astype(str) if "caveat" in df else ""  # the grid's word on a number
+    if "engine" in df:  # `engine: loop` is its own cell (a non-default setting): labelled like a param, so a store
+        loop = _engine_setting(df) == "loop"  # holding both engines never pools the same networks twice
+        if loop.any():
+            df = df.copy()
+            df.loc[loop, "params_label"] = [f"{q}, engine=loop" if q else "engine=loop"
+                                            for q in df.loc[loop, "params_label"]]
     return df
+
+
+def _engine_setting(df: pd.DataFrame) -> pd.Series:
+    """The evaluation engine a row's cell asked for (its identity): a network's ``engine`` says how
+    it ran (a lone network of a stacked cell runs the loop) and ``engine_requested`` the cell's
+    setting when the two differ; rows from before the field count as stacked."""
+    ran = df["engine"].fillna("stacked") if "engine" in df else pd.Series("stacked", index=df.index)
+    return df["engine_requested"].fillna(ran) if "engine_requested" in df else ran
 
 
 def method_label(display: str, preset, params: str = "") -> str:
@@ -353,17 +367,39 @@ def precision_pairs(rows: Iterable[dict] | pd.DataFrame) -> pd.DataFrame:
     the mean paired difference (bf16 - fp32) with a 95% t interval, and the noise (the std
     over networks of fp32). A difference whose interval excludes 0 and exceeds the noise is
     marked as a shift."""
-    from scipy import stats
-
     df = _frame(rows)
     if df.empty:
         return pd.DataFrame()
-    df = df.assign(label=_labels(df))
-    keys = ["dataset_display", "ipc", "arch_eval_display", "protocol", "budget", "label"]
+    return _setting_pairs(df.assign(label=_labels(df)), "precision", "fp32", "bf16",
+                          ["dataset_display", "ipc", "arch_eval_display", "protocol", "budget", "label"])
+
+
+def engine_pairs(rows: Iterable[dict] | pd.DataFrame) -> pd.DataFrame:
+    """The stacked evaluation engine versus the one-at-a-time loop on the same sets and network
+    seeds (they are the same math, so each pair should agree to float noise): per configuration
+    the two means, the paired difference (stacked - loop) with its 95% interval, the largest
+    per-network difference, and the training seconds per network of each engine."""
+    df = _frame(rows)
+    if df.empty or "engine" not in df:
+        return pd.DataFrame()
+    df = df.assign(engine=_engine_setting(df),
+                   params_label=[q.replace(", engine=loop", "").replace("engine=loop", "") for q in df.params_label])
+    return _setting_pairs(df.assign(label=_labels(df)), "engine", "loop", "stacked",
+                          ["dataset_display", "ipc", "arch_eval_display", "protocol", "budget", "precision", "label"],
+                          timing=True)
+
+
+def _setting_pairs(df: pd.DataFrame, field: str, base: str, other: str, keys: list[str], *,
+                   timing: bool = False) -> pd.DataFrame:
+    """Rows run two ways (``field`` = ``base`` or ``other``) paired network by network."""
+    from scipy import stats
+
+    names = {"dataset_display": "dataset", "arch_eval_display": "arch", "label": "method"}
     out = []
     for k, g in df.groupby(keys, sort=True):
-        a = g[g.precision == "fp32"].set_index(["set_seed", "model_index"]).test_acc
-        b = g[g.precision == "bf16"].set_index(["set_seed", "model_index"]).test_acc
+        ga = g[g[field] == base].set_index(["set_seed", "model_index"])
+        gb = g[g[field] == other].set_index(["set_seed", "model_index"])
+        a, b = ga.test_acc, gb.test_acc
         common = a.index.intersection(b.index)
         if len(common) == 0:
             continue
@@ -372,12 +408,23 @@ def precision_pairs(rows: Iterable[dict] | pd.DataFrame) -> pd.DataFrame:
         half = float(stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
         noise = float(a.loc[common].std(ddof=0))
         shift = n > 1 and abs(d.mean()) > half and abs(d.mean()) > noise
-        out.append({"dataset": k[0], "ipc": k[1], "arch": k[2], "protocol": k[3], "budget": k[4], "method": k[5],
-                    "n_pairs": n, "fp32": f"{a.loc[common].mean():.2f} ± {noise:.2f}",
-                    "bf16": f"{b.loc[common].mean():.2f} ± {float(b.loc[common].std(ddof=0)):.2f}",
-                    "bf16 - fp32": f"{d.mean():+.2f}", "95% CI": f"[{d.mean() - half:+.2f}, {d.mean() + half:+.2f}]",
-                    "verdict": "shift" if shift else "within noise"})
+        line = {names.get(c, c): v for c, v in zip(keys, k)}
+        line.update({"n_pairs": n, base: f"{a.loc[common].mean():.2f} ± {noise:.2f}",
+                     other: f"{b.loc[common].mean():.2f} ± {float(b.loc[common].std(ddof=0)):.2f}",
+                     f"{other} - {base}": f"{d.mean():+.2f}",
+                     "95% CI": f"[{d.mean() - half:+.2f}, {d.mean() + half:+.2f}]",
+                     "verdict": "shift" if shift else "within noise"})
+        if timing:
+            line["max |diff|"] = f"{float(d.abs().max()):.2f}"
+            for name, gg in ((base, ga), (other, gb)):
+                t = gg.loc[common, "train_time_s"] if "train_time_s" in gg else pd.Series(dtype=float)
+                line[f"{name} train s/net"] = f"{float(t.mean()):.1f}" if t.notna().any() else ""
+        out.append(line)
     return pd.DataFrame(out)
+
+
+def render_engine(rows, fmt: str = "md") -> str:
+    return render_frame(engine_pairs(rows), fmt, "(no loop/stacked pairs)")
 
 
 def render_precision(rows, fmt: str = "md") -> str:

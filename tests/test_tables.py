@@ -193,3 +193,34 @@ def test_precision_pairs_pair_networks_and_flag_only_real_shifts():
     # an unpaired network (no bf16 twin) is left out, never compared across seeds
     assert precision_pairs(
         rows + [dict(base, set_seed=2, model_index=0, precision="fp32", test_acc=10.0)]).iloc[0].n_pairs == 4
+
+
+def test_engine_loop_rows_stay_apart_and_pair_with_stacked():
+    """A store holding both engines never pools the same networks twice (loop rows are labelled
+    like a param); --view engine pairs them network by network with the training time of each."""
+    from benchmark.tables import engine_pairs, render_engine
+
+    base = _rows()[0]
+    rows = []
+    for k, a in enumerate((60.0, 62.0, 64.0)):
+        rows += [dict(base, set_seed=1, model_index=k, engine="loop", test_acc=a, train_time_s=30.0),
+                 dict(base, set_seed=1, model_index=k, engine="stacked", test_acc=a, train_time_s=12.0)]
+    b = leaderboard(rows)
+    assert sorted(b.n) == [3, 3] and sorted(b.params) == ["", "engine=loop"]
+    old = [dict(base, set_seed=1, model_index=0, test_acc=60.0)]  # a row from before the engine field
+    assert list(leaderboard(old).params) == [""]
+    t = engine_pairs(rows)
+    r = t.iloc[0]
+    assert r.n_pairs == 3 and r["stacked - loop"] == "+0.00" and r["max |diff|"] == "0.00"
+    assert r["loop train s/net"] == "30.0" and r["stacked train s/net"] == "12.0" and r.method == "Random"
+    bumped = [dict(x, test_acc=x["test_acc"] + (0.01 * x["model_index"] if x["engine"] == "stacked" else 0))
+              for x in rows]
+    assert engine_pairs(bumped).iloc[0]["max |diff|"] == "0.02"
+    assert "no loop/stacked pairs" in render_engine(old)
+
+
+def test_engine_label_follows_the_cells_setting_not_how_a_lone_network_ran():
+    base = dict(_rows()[0], set_seed=1, model_index=0, test_acc=60.0)
+    ran_loop = dict(base, engine="loop", engine_requested="stacked")  # num_eval 1 of a stacked cell
+    assert list(leaderboard([ran_loop]).params) == [""]
+    assert list(leaderboard([dict(base, engine="loop")]).params) == ["engine=loop"]
