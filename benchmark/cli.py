@@ -335,11 +335,9 @@ def collect(grid: GridOpt, budget: BudgetOpt = None, only: OnlyOpt = None, resul
 
 
 def _select_rows(rows: list[dict], cells) -> list[dict]:
-    """Rows of exactly these cells, limited to each cell's num_eval models."""
-    n = {c.hash: c.num_eval for c in cells}
-    cav = {c.hash: c.caveat for c in cells}  # the grid's current caveat wins over the one stored with the row
-    return [{**r, "caveat": cav[r["cell_hash"]]} if cav[r["cell_hash"]] or r.get("caveat") else r
-            for r in rows if r["cell_hash"] in n and r["model_index"] < n[r["cell_hash"]]]
+    from .grid import select_cell_rows
+
+    return select_cell_rows(rows, cells)
 
 
 @app.command()

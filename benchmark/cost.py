@@ -117,9 +117,11 @@ def _distill_units(method: str, r: Mapping[str, Any], classes: int, ipc: int, n_
         return classes * (_get(r, "batch_real", 256) * FORWARD + ipc)
     if method == "idm":  # DM on the 2x2-expanded set + the queue's training steps + the CE term
         f = _get(r, "factor", 2)
+        # every iteration fetch_net_num queue nets each take model_train_steps steps of trained_bs
+        # real images (methods/idm.py step 3); a fresh net is pushed every net_generate_interval
         return (classes * (_get(r, "batch_real", 256) * FORWARD + ipc * f * f)
-                + _get(r, "model_train_steps", 10) * _get(r, "trained_bs", 256) / max(1.0, _get(
-                    r, "net_generate_interval", 30)) * 1.0 + classes * ipc * f * f)
+                + _get(r, "fetch_net_num", 2) * _get(r, "model_train_steps", 10) * _get(r, "trained_bs", 256)
+                + classes * ipc * f * f)
     if method in GM_FAMILY:  # outer x (per-class match: real fwd/bwd + 2nd-order synthetic; inner net steps)
         loops = r.get("loops") or [r.get("outer_loop") or 1, r.get("inner_loop") or 1]
         outer, inner = float(loops[0]), float(loops[1])
@@ -222,7 +224,12 @@ def load_calibration(path: Path | None = None) -> dict[str, Any] | None:
     p = Path(path or os.environ.get("DBENCH_COST_CALIBRATION") or CALIBRATION_PATH)
     if not p.exists():
         return None
-    return json.loads(p.read_text())
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        from .errors import ConfigError
+
+        raise ConfigError(f"cost calibration {p}: unreadable ({e}); rerun `dbench cost --calibrate`.") from None
 
 
 @dataclass
@@ -575,10 +582,12 @@ def calibrate(out: Path | None = None, methods: Iterable[str] | None = None, log
     res["load_avg_after"] = list(os.getloadavg())
     path = Path(out or CALIBRATION_PATH)
     if methods and path.exists():  # a partial re-calibration keeps the other methods' figures
-        old = json.loads(path.read_text())
+        old = load_calibration(path) or {}
         res["distill"] = {**old.get("distill", {}), **res["distill"]}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(res, indent=1) + "\n")
+    from .store import atomic_write_text
+
+    atomic_write_text(path, json.dumps(res, indent=1) + "\n")
     return res
 
 

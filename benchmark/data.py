@@ -168,12 +168,28 @@ class RealData:
         for s in range(0, len(self), batch_size):
             yield self.batch(order[s : s + batch_size], device)
 
-    def subset(self, indices: torch.Tensor) -> RealSubset:
-        return RealSubset(self, indices)
-
     def nbytes(self) -> int:
         return self.images.numel() * self.images.element_size()
 
+
+def validation_split(real: RealData, per_class: int, seed: int, tag: str = "val"):
+    """(train minus validation, validation, train indices, validation indices): ``per_class``
+    images of every class held out, drawn with a generator seeded from ``seed``; no image is in
+    both. The parts are named by ``tag``, seed and size (``subset``), so caches keyed by the data
+    (a feature extractor) never serve one split's training part to another split."""
+    g = torch.Generator().manual_seed(seed)
+    val_idx, train_idx = [], []
+    for c, idx in enumerate(real.class_indices):
+        if idx.numel() <= per_class:
+            raise DbenchError(f"{real.info.name}: class {c} has {idx.numel()} training images, too few to hold out "
+                              f"validation_per_class={per_class}. Lower validation_per_class.")
+        perm = idx[torch.randperm(idx.numel(), generator=g)]
+        val_idx.append(perm[:per_class])
+        train_idx.append(perm[per_class:])
+    tr, va = torch.cat(train_idx).sort().values, torch.cat(val_idx).sort().values
+    name = f"{tag}:seed={seed}:val={per_class}/class"
+    return (RealData(real.info, real.images[tr], real.labels[tr], "train-minus-val", subset=f"{name}:train"),
+            RealData(real.info, real.images[va], real.labels[va], "val", subset=f"{name}:val"), tr, va)
 
 class RealSubset:
     """A training source that is a subset (or all) of a RealData; nothing is copied."""

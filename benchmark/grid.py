@@ -406,3 +406,12 @@ def expand(grid: GridSpec, *, budget: str | None = None, only: dict[str, set[str
         check_only_matches(cells, only, grid.name)
         cells = [c for c in cells if _matches(c, only)]
     return cells
+
+
+def select_cell_rows(rows, cells) -> list[dict]:
+    """Rows of exactly these cells, limited to each cell's num_eval networks, with the grid's
+    current caveat laid over the one stored with the row (the grid's word wins)."""
+    n = {c.hash: c.num_eval for c in cells}
+    cav = {c.hash: c.caveat for c in cells}
+    return [{**r, "caveat": cav[r["cell_hash"]]} if cav[r["cell_hash"]] or r.get("caveat") else r
+            for r in rows if r["cell_hash"] in n and r["model_index"] < n[r["cell_hash"]]]

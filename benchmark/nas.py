@@ -365,24 +365,11 @@ def spearman_topk(proxy: Sequence[float], gt: Sequence[float], k: str | int,
 
 
 def split_validation(real, per_class: int, seed: int):
-    """(train minus validation, validation, train indices, validation indices): ``per_class``
-    images of each class drawn with a generator seeded from ``seed``; indices into ``real``."""
-    import torch
+    """(train minus validation, validation, train indices, validation indices): the shared
+    :func:`benchmark.data.validation_split`, its parts named for NAS."""
+    from .data import validation_split
 
-    from .data import RealData
-
-    g = torch.Generator().manual_seed(seed)
-    val_idx, train_idx = [], []
-    for c, idx in enumerate(real.class_indices):
-        if idx.numel() <= per_class:
-            raise DbenchError(f"{real.info.name}: class {c} has {idx.numel()} training images, too few to hold out "
-                              f"validation_per_class={per_class}.")
-        perm = idx[torch.randperm(idx.numel(), generator=g)]
-        val_idx.append(perm[:per_class])
-        train_idx.append(perm[per_class:])
-    tr, va = torch.cat(train_idx).sort().values, torch.cat(val_idx).sort().values
-    return (RealData(real.info, real.images[tr], real.labels[tr], "train-minus-val", subset="nas-train"),
-            RealData(real.info, real.images[va], real.labels[va], "val", subset="nas-val"), tr, va)
+    return validation_split(real, per_class, seed, tag="nas")
 
 
 def per_class_subset(real, per_class: int | None, seed: int, split: str):
@@ -612,7 +599,9 @@ def run_proxy(ctx: NasContext, p: ProxySpec, cand: Candidate, store, progress=No
         return
     tc = spec.proxy_training
     proto = tc.protocol_for(ctx.info, cand.arch)
-    n_proxy = spec.ipc * ctx.info.num_classes
+    # early stopping takes the steps of the largest proxy's training set: a decoded set (IDC/IDM
+    # multi-formation) trains on factor^2 x the stored images, not ipc x classes
+    n_proxy = max([len(st.training_tensors()[1]) for st in ctx.sets.values()] or [spec.ipc * ctx.info.num_classes])
     if p.is_early_stopping:
         proto, max_steps = early_stopping_protocol(proto, n_proxy, len(ctx.train), tc.max_steps)
         source = RealSubset(ctx.train)
@@ -775,8 +764,17 @@ def import_ground_truth(spec: NasSpec, results_root: Path, path: Path) -> int:
         except ValueError:
             raise ConfigError(f"--ground-truth {p}: record {i + 1}: test_acc {r['test_acc']!r} is not a number.") \
                 from None
+        ours = {"gt_key": gt_key(spec), "dataset": spec.dataset}
+        for field, want in ours.items():  # a record that names its setting must name this spec's
+            if r.get(field) not in (None, "") and str(r[field]) != str(want):
+                raise ConfigError(f"--ground-truth {p}: record {i + 1} has {field} {r[field]!r}, this spec's is "
+                                  f"{want!r} (another dataset or training config); nothing imported past it.")
         c = candidate(str(name))
-        k = int(r.get("model_index") or 0)
+        try:
+            k = int(r.get("model_index") or 0)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--ground-truth {p}: record {i + 1}: model_index {r.get('model_index')!r} is not an "
+                              "integer.") from None
         row = {"task": "nas", "space": SPACE_NAME, "nas_id": c.id, **c.factors(), "arch_eval": c.arch,
                "dataset": spec.dataset, "role": "ground_truth", "proxy": "whole_dataset", "method": "whole_dataset",
                "gt_key": gt_key(spec), "cell_hash": gt_cell_hash(spec, c), "split": "test", "model_index": k,

@@ -446,6 +446,8 @@ def render_entry(entry: PaperTable, rows: Iterable[dict] | pd.DataFrame, publish
             if o is not None:
                 extra = [f"n={int(o.n)}"] + ([str(o.budget)] if _text(o.get("budget")) != "paper" else [])
                 ours_txt = f"{_fmt(o.acc_mean, o.acc_std)} ({', '.join(extra)})"
+                if _text(o.get("caveat")):  # the grid's word on the number (e.g. a cpu-scale distillation)
+                    ours_txt = f"† {ours_txt}"
                 if len(cell["ours"]) > 1:
                     ours_txt += f" +{len(cell['ours']) - 1} more config"
             other = False
@@ -466,6 +468,7 @@ def render_entry(entry: PaperTable, rows: Iterable[dict] | pd.DataFrame, publish
                          "ours_config": "" if o is None else str(o.label),
                          "ours_protocol": "" if o is None else str(o.protocol),
                          "ours_budget": "" if o is None else str(o.budget),
+                         "ours_caveat": "" if o is None else _text(o.get("caveat")),
                          "paper_value": None if p is None or _missing(p.get("value")) else float(p.get("value")),
                          "paper_std": None if p is None or _missing(p.get("std")) else float(p.get("std")),
                          "paper_protocol": "" if p is None else _text(p.get("protocol")),
@@ -480,7 +483,8 @@ def header(entry: PaperTable) -> str:
     src = (f"{entry.published.source} {entry.published.table}" if entry.published else
            "no published numbers in results/reference/published.csv")
     return (f"{entry.id}: {entry.what}.\nStatus: {entry.status}" + (f" ({entry.reason})" if entry.reason else "")
-            + f"\nEach cell: ours (n networks; budget when not paper) / published ({src}); {MISSING} = missing."
+            + f"\nEach cell: ours (n networks; budget when not paper) / published ({src}); {MISSING} = missing; "
+            "† = the grid marks our number (e.g. a cpu-scale distillation; reason in the csv's ours_caveat)."
             + (OTHER_VIEW[entry.spec] if entry.spec in OTHER_VIEW else ""))
 
 
@@ -489,6 +493,7 @@ def select_rows(entry: PaperTable, store, budget: str | None = None) -> list[dic
     every budget (or the one given); entries without a grid spec have none here."""
     if entry.spec != "grid":
         return []
+    from .grid import select_cell_rows
+
     cells = [c for b in ([budget] if budget else BUDGETS) for c in grid_cells(entry, b)]
-    n = {c.hash: c.num_eval for c in cells}
-    return [r for r in store.iter_rows(set(n)) if r["model_index"] < n[r["cell_hash"]]]
+    return select_cell_rows(store.iter_rows({c.hash for c in cells}), cells)

@@ -481,7 +481,9 @@ def display_frame(board: pd.DataFrame, extras: list[str]) -> tuple[pd.DataFrame,
             "method": f'<a href="rows/{r["id"]}.html">{html.escape(_s(r["label"]))}</a>',
             "dataset": html.escape(_s(r["dataset_display"])),
             "IPC": "" if int(r["ipc"]) == 0 else str(int(r["ipc"])),
-            "ours": _num(r["acc_mean"]), "±": _num(r["acc_std"]), "n": str(int(r["n"])),
+            "ours": (f'<span class="caveat" title="{html.escape(_s(r.get("caveat")))}">† {_num(r["acc_mean"])}</span>'
+                     if _s(r.get("caveat")) else _num(r["acc_mean"])),  # the grid's word on the number
+            "±": _num(r["acc_std"]), "n": str(int(r["n"])),
             "95% CI": "" if half != half else f"[{r['acc_mean'] - half:.1f}, {r['acc_mean'] + half:.1f}]",
             "published": _published_cell(paper, other, _s(r["paper_source"]), _s(r.get("paper_protocol"))),
             "Δ vs random": _num(r["delta_random"], "{:+.1f}") + ("" if r["delta_random"] != r["delta_random"]

@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -180,20 +179,10 @@ def load_tune(path: str | Path) -> TuneSpec:
 
 
 def validation_split(real: RealData, per_class: int, seed: int) -> tuple[RealData, RealData]:
-    """(train minus validation, validation): ``per_class`` random images of every class,
-    drawn with a generator seeded from ``seed``; no image is in both."""
-    g = torch.Generator().manual_seed(seed)
-    val_idx, train_idx = [], []
-    for c, idx in enumerate(real.class_indices):
-        if idx.numel() <= per_class:
-            raise DbenchError(f"{real.info.name}: class {c} has {idx.numel()} training images, too few to hold out "
-                              f"validation_per_class={per_class}. Lower validation_per_class.")
-        perm = idx[torch.randperm(idx.numel(), generator=g)]
-        val_idx.append(perm[:per_class])
-        train_idx.append(perm[per_class:])
-    tr, va = torch.cat(train_idx).sort().values, torch.cat(val_idx).sort().values
-    return (RealData(real.info, real.images[tr], real.labels[tr], "train-minus-val"),
-            RealData(real.info, real.images[va], real.labels[va], "val"))
+    """(train minus validation, validation): :func:`benchmark.data.validation_split`, named for tune."""
+    from .data import validation_split as split
+
+    return split(real, per_class, seed, tag="tune")[:2]
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from benchmark import nas
 from benchmark.cli import app
 from benchmark.data import get_info
+from benchmark.errors import ConfigError
 
 TINY = {
     "name": "tiny_nas",
@@ -321,3 +322,25 @@ def test_parallel_executor_runs_architectures_as_worker_jobs_with_serial_numbers
         return sorted((r["nas_id"], r["role"], r.get("proxy"), r.get("test_acc", r.get("val_acc"))) for r in rows)
 
     assert accs(par) == accs(serial)
+
+
+def test_validation_splits_of_different_seeds_never_share_a_cache_key(digits):
+    """The extractor cache is keyed by the data's subset name: splits drawn with another seed or
+    size are other data (their training parts hold each other's validation images)."""
+    from benchmark.tune import validation_split as tune_split
+
+    train = digits[0]
+    a, b, c = (nas.split_validation(train, n, s)[0].subset for n, s in ((5, 1), (5, 2), (6, 1)))
+    assert len({a, b, c}) == 3
+    assert tune_split(train, 5, 1)[0].subset != a  # tune and NAS never share one either
+
+
+def test_ground_truth_of_another_setting_is_refused(tmp_path):
+    spec = _spec(proxies=["early_stopping"])
+    f = tmp_path / "gt.jsonl"
+    f.write_text(json.dumps({"nas_id": spec.space[0], "test_acc": 50.0, "dataset": "cifar100"}) + "\n")
+    with pytest.raises(ConfigError, match="has dataset 'cifar100'"):
+        nas.import_ground_truth(spec, tmp_path, f)
+    f.write_text(json.dumps({"nas_id": spec.space[0], "test_acc": 50.0, "model_index": "x"}) + "\n")
+    with pytest.raises(ConfigError, match="not an integer"):
+        nas.import_ground_truth(spec, tmp_path, f)

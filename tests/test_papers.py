@@ -232,3 +232,12 @@ def test_catalog_paths_are_repo_relative():
     for t in load_catalog():
         for f in t.files:
             assert not Path(f).is_absolute() and (REPO_ROOT / f).exists(), f
+
+
+def test_render_marks_a_caveated_number():
+    """A number the grid marks (e.g. a cpu-scale distillation) keeps its mark beside the paper's."""
+    cav = "2 of 20000 distillation iterations: not the method's result"
+    rows = [_row(test_acc=a, budget="cpu", caveat=cav) for a in (40.0, 42.0)]
+    view, tidy = render_entry(find_table("DM Table 3"), rows)
+    assert any(str(v).startswith("† 41.0 ± 1.0 (n=2, cpu)") for v in view.to_numpy().ravel())
+    assert set(tidy.ours_caveat.dropna()) - {""} == {cav}

@@ -183,3 +183,12 @@ def test_caveat_flows_from_grid_to_cell_row_and_table():
     # the grid's current word wins over the one stored with an older row
     later = [c.model_copy(update={"caveat": "reworded"}) if c.method == "dm" else c for c in cells]
     assert {r["caveat"] for r in _select_rows(rows, later) if r["method"] == "dm"} == {"reworded"}
+
+
+def test_idm_cost_counts_every_queue_net_trained_each_iteration():
+    """methods/idm.py trains fetch_net_num queue nets for model_train_steps steps every iteration."""
+    from benchmark.cost import distill_units
+
+    r = {"batch_real": 256, "model_train_steps": 10, "trained_bs": 256, "net_generate_interval": 30, "factor": 2}
+    one, two = (distill_units("idm", {**r, "fetch_net_num": k}, 10, 10) for k in (1, 2))
+    assert abs((two - one) - 10 * 256) < 1e-6  # one more net: 10 steps x 256 images
