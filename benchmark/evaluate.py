@@ -212,18 +212,45 @@ class TrainSettings:
     stack_kernel: Literal["auto", "split", "wide"] = "auto"  # the stacked engine's kernel (same math)
 
 
-def _augment(x: torch.Tensor, p: EvalProtocol, info: DatasetInfo, g: torch.Generator) -> torch.Tensor:
+def sample_augmentation(x: torch.Tensor, p: EvalProtocol, info: DatasetInfo,
+                        g: torch.Generator) -> tuple[torch.Tensor, A.AugParams | None]:
+    """One batch's augmentation draws from ``g``: (x, parameters to apply) for the DSA-style
+    augmentations, whose application draws nothing more (the stacked engine applies all its
+    networks' parameters in one call); DC's augmentation is applied here, as it draws while it
+    goes. The only place a protocol's ``aug`` is dispatched: the loop and the stacked engine
+    draw exactly the same numbers in the same order."""
     if p.aug == "dsa":
-        return A.apply(x, A.sample_dsa(p.dsa_strategy or info.dsa_strategy, x.shape[0], info.im_size, g, siamese=False))
+        return x, A.sample_dsa(p.dsa_strategy or info.dsa_strategy, x.shape[0], info.im_size, g, siamese=False)
     if p.aug == "idc_dsa":
-        return A.apply(x, A.sample_idc(p.dsa_strategy or info.dsa_strategy, x.shape[0], info.im_size, g, siamese=False))
+        return x, A.sample_idc(p.dsa_strategy or info.dsa_strategy, x.shape[0], info.im_size, g, siamese=False)
     if p.aug == "dc":
-        return A.dc_augment(x, p.dsa_strategy or "none", g)
-    return x
+        return A.dc_augment(x, p.dsa_strategy or "none", g), None
+    return x, None
 
 
-def _make_opt(model: nn.Module, p: EvalProtocol, lr: float) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=lr, momentum=p.momentum, weight_decay=p.weight_decay)
+def _augment(x: torch.Tensor, p: EvalProtocol, info: DatasetInfo, g: torch.Generator) -> torch.Tensor:
+    x, params = sample_augmentation(x, p, info, g)
+    return x if params is None else A.apply(x, params)
+
+
+def end_of_epoch(opt: torch.optim.Optimizer, params, p: EvalProtocol, ep: int, lr: float,
+                 milestones: set[int]) -> tuple[torch.optim.Optimizer, float]:
+    """The protocol's schedule after epoch ``ep``: ``halfstep_reset`` multiplies the lr by 0.1
+    after epoch E//2+1 and creates a new SGD optimizer (momentum reset); ``multistep`` multiplies
+    it by gamma once floor(m*E) epochs are done. Returns (optimizer, lr)."""
+    if p.schedule == "halfstep_reset" and ep == p.epochs // 2 + 1:
+        lr *= 0.1
+        return _make_opt(params, p, lr), lr
+    if p.schedule == "multistep" and (ep + 1) in milestones:
+        for grp in opt.param_groups:
+            grp["lr"] *= p.gamma
+    return opt, lr
+
+
+def _make_opt(params, p: EvalProtocol, lr: float) -> torch.optim.Optimizer:
+    """The protocol's SGD over ``params`` (a module's parameters or a list of them)."""
+    params = params.parameters() if isinstance(params, nn.Module) else params
+    return torch.optim.SGD(params, lr=lr, momentum=p.momentum, weight_decay=p.weight_decay)
 
 
 @torch.no_grad()
@@ -306,12 +333,7 @@ def train_model(
             bar.advance()
         if step >= total_steps:
             break
-        if p.schedule == "halfstep_reset" and ep == E // 2 + 1:
-            lr *= 0.1
-            opt = _make_opt(model, p, lr)
-        elif p.schedule == "multistep" and (ep + 1) in milestones:
-            for grp in opt.param_groups:
-                grp["lr"] *= p.gamma
+        opt, lr = end_of_epoch(opt, model, p, ep, lr, milestones)
     train_time = time.perf_counter() - t0
     bar.close()
     t1 = time.perf_counter()

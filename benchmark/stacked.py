@@ -263,10 +263,6 @@ def apply_grouped(xs: list[torch.Tensor], params: list[A.AugParams | None]) -> l
     return out
 
 
-def _make_opt(params, p: EvalProtocol, lr: float) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=lr, momentum=p.momentum, weight_decay=p.weight_decay)
-
-
 def train_stacked(
     source, protocol: EvalProtocol, arch: str, info: DatasetInfo, test: RealData, seeds: Sequence[int],
     indices: Sequence[int], settings: TrainSettings, progress: Progress, label: str = "eval",
@@ -288,7 +284,7 @@ def train_stacked(
 
 def _train_stacked(source, protocol, arch, info, test, seeds, indices, settings, progress, label, models_out,
                    kernel: str, pool: ThreadPoolExecutor | None) -> list[ModelResult]:
-    from .evaluate import ModelResult
+    from .evaluate import ModelResult, _make_opt, end_of_epoch, sample_augmentation
 
     p, dev, K = protocol, settings.device, len(seeds)
     models = [create_model(arch, info, make_generator(s, "init")).to(dev) for s in seeds]
@@ -318,7 +314,6 @@ def _train_stacked(source, protocol, arch, info, test, seeds, indices, settings,
     if settings.max_steps is not None:
         total_steps = min(total_steps, settings.max_steps)
     milestones = {int(m * E) for m in p.milestones} if p.schedule == "multistep" else set()
-    strategy = p.dsa_strategy or info.dsa_strategy
     bar = progress.task(f"{label} models {','.join(map(str, indices))} (stacked)", total_steps)
     loss_sum = torch.zeros(K, device=dev)
     loss_n = step = 0
@@ -336,12 +331,7 @@ def _train_stacked(source, protocol, arch, info, test, seeds, indices, settings,
             mixes: list = [None] * K
             b = ys[0].shape[0]
             for k, g in enumerate(gens):  # each network's draws, in the loop's order
-                if p.aug == "dsa":
-                    aug[k] = A.sample_dsa(strategy, b, info.im_size, g, siamese=False)
-                elif p.aug == "idc_dsa":
-                    aug[k] = A.sample_idc(strategy, b, info.im_size, g, siamese=False)
-                elif p.aug == "dc":
-                    xs[k] = A.dc_augment(xs[k], p.dsa_strategy or "none", g)
+                xs[k], aug[k] = sample_augmentation(xs[k], p, info, g)  # the loop's dispatch and draws
                 if p.cutmix_p > 0 and float(torch.rand(1, generator=g)) < p.cutmix_p:
                     mixes[k] = cutmix_draw(b, xs[k].shape[2], xs[k].shape[3], g)
             xs = apply_grouped(xs, aug)
@@ -387,12 +377,7 @@ def _train_stacked(source, protocol, arch, info, test, seeds, indices, settings,
             bar.advance()
         if step >= total_steps:
             break
-        if p.schedule == "halfstep_reset" and ep == E // 2 + 1:
-            lr *= 0.1
-            opt = _make_opt(params, p, lr)
-        elif p.schedule == "multistep" and (ep + 1) in milestones:
-            for grp in opt.param_groups:
-                grp["lr"] *= p.gamma
+        opt, lr = end_of_epoch(opt, params, p, ep, lr, milestones)
     train_time = time.perf_counter() - t0
     bar.close()
     t1 = time.perf_counter()
