@@ -201,6 +201,12 @@ def test_whole_data_and_random_subsets_are_trained_once(store_dir, monkeypatch):
     real_train, real_select = E.train_model, RandomSubset.select
     monkeypatch.setattr(E, "train_model", lambda src, proto, *a, **kw: (trained.append((len(src), proto.aug)),
                                                                          real_train(src, proto, *a, **kw))[1])
+    import benchmark.stacked as S  # the default engine trains a cell's networks together: count each one
+
+    real_stacked = S.train_stacked
+    monkeypatch.setattr(S, "train_stacked", lambda src, proto, arch, info, test, seeds, *a, **kw: (
+        trained.extend([(len(src), proto.aug)] * len(seeds)), real_stacked(src, proto, arch, info, test, seeds, *a,
+                                                                            **kw))[1])
     monkeypatch.setattr(RandomSubset, "select",
                         lambda self, real, ipc: (drawn.append(ipc), real_select(self, real, ipc))[1])
     smoke = {"extractor": {"arch": "ConvNetW32", "epochs": 1, "max_steps": 2, "batch_size": 64}}

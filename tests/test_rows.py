@@ -138,7 +138,7 @@ def test_committed_leaderboards_regenerate_from_their_rows(tmp_path):
         pytest.skip("no committed rows files")
     for f in rows_files:
         views = [("leaderboard", f.stem)]
-        for v in ("efficiency", "cross_arch", "precision"):
+        for v in ("efficiency", "cross_arch", "precision", "engine", "paired"):
             if (board / f"{f.stem}_{v}.md").exists():
                 views.append((v, f"{f.stem}_{v}"))
         for view, stem in views:
