@@ -65,8 +65,15 @@ CASES = [(name, arch, kind) for name in PROFILES.list() for arch in ("ConvNet", 
          for kind in (("mnist", "cifar") if name.startswith("dc") or name.startswith("idc") else ("cifar",))]
 
 
-@pytest.mark.parametrize("kernel", ["split", "wide"])
-@pytest.mark.parametrize("name,arch,kind", CASES)
+# The CPU default (split) runs every case by default; the grouped kernel (the CUDA default) runs
+# the dsa and idc cases by default and the whole matrix with -m slow (it keeps the suite short).
+_WIDE_DEFAULT = {"dsa", "idc"}
+KERNEL_CASES = [pytest.param(*c, "split", id=f"{'-'.join(c)}-split") for c in CASES] + [
+    pytest.param(*c, "wide", id=f"{'-'.join(c)}-wide",
+                 marks=() if c[0] in _WIDE_DEFAULT else pytest.mark.slow) for c in CASES]
+
+
+@pytest.mark.parametrize("name,arch,kind,kernel", KERNEL_CASES)
 def test_stacked_matches_loop_every_protocol(name, arch, kind, kernel):
     info = _info(kind)
     src, test = _data(info)
